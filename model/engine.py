@@ -1,0 +1,117 @@
+"""The engine interface the HTTP layer talks to, and the types that cross it.
+
+A narrow interface (start, generate, abort, health, shutdown) keeps `server/` free of vLLM and lets
+the HTTP layer be tested against a deterministic fake in milliseconds.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from PIL import Image
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One chat turn: text pieces and decoded images, in order."""
+
+    role: Role
+    parts: tuple[str | Image.Image, ...]
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """A constraint on the generated text; exactly one field is set."""
+
+    json_schema: dict[str, Any] | None = None
+    json_object: bool = False
+    choice: tuple[str, ...] | None = None
+    regex: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # number of top alternatives per token; None = no logprobs
+    structured: StructuredOutput | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    messages: Sequence[ChatMessage]
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """What the engine produced since the previous chunk of the same request."""
+
+    text: str
+    completion_tokens: int  # cumulative
+    prompt_tokens: int
+    finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+
+
+class EngineError(Exception):
+    """The engine failed for reasons that are ours, not the caller's."""
+
+
+class EngineDeadError(EngineError):
+    """The engine process is gone; only a restart helps."""
+
+
+class InvalidGenerationRequest(ValueError):
+    """The engine refused the request as malformed (e.g. prompt longer than the context)."""
+
+
+class Engine(abc.ABC):
+    """An LLM engine hosting one model."""
+
+    model_name: str
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        """Stream chunks; closing the iterator early aborts the request in the engine."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def check_health(self) -> None:
+        """Raise EngineDeadError when the engine can no longer serve."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats: ...
+
+    @abc.abstractmethod
+    async def shutdown(self) -> None: ...

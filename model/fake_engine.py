@@ -1,0 +1,131 @@
+"""A deterministic in-memory engine for fast tests of the HTTP layer.
+
+It honours the same contract as the vLLM engine — streaming chunks, structured outputs, usage,
+logprobs, aborts — without a model: answers are a function of the request, so tests can assert them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+from model.engine import (
+    Engine,
+    EngineDeadError,
+    EngineStats,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    StructuredOutput,
+    TokenLogprob,
+)
+
+Responder = Callable[[GenerationRequest], str]
+
+
+def minimal_instance(schema: dict[str, Any]) -> Any:
+    """The first value a simple JSON schema admits (enums, objects, arrays, scalars)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: minimal_instance(sub) for name, sub in props.items()}
+    return {"array": [], "string": "", "integer": 0, "number": 0, "boolean": False}.get(kind)
+
+
+def default_answer(request: GenerationRequest) -> str:
+    structured = request.sampling.structured or StructuredOutput()
+    if structured.json_schema is not None:
+        return json.dumps(minimal_instance(structured.json_schema), separators=(",", ":"))
+    if structured.json_object:
+        return "{}"
+    if structured.choice:
+        return structured.choice[0]
+    images = sum(not isinstance(p, str) for m in request.messages for p in m.parts)
+    return f"fake answer with {images} image(s)"
+
+
+class FakeEngine(Engine):
+    """Emits its answer one whitespace-separated word per chunk, `step_delay_s` apart."""
+
+    def __init__(
+        self,
+        model_name: str = "demo",
+        responder: Responder = default_answer,
+        step_delay_s: float = 0.0,
+    ) -> None:
+        self.model_name = model_name
+        self.responder = responder
+        self.step_delay_s = step_delay_s
+        self.started = False
+        self.dead = False
+        self.running: set[str] = set()
+        self.aborted: list[str] = []
+        self.requests: list[GenerationRequest] = []
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        if self.dead:
+            raise EngineDeadError("fake engine is dead")
+        self.requests.append(request)
+        self.running.add(request.request_id)
+        try:
+            async for chunk in self._chunks(request):
+                yield chunk
+        finally:
+            if request.request_id in self.running:  # closed early: the caller went away
+                self.running.discard(request.request_id)
+                self.aborted.append(request.request_id)
+
+    async def _chunks(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        words = self.responder(request).split(" ")
+        budget = request.sampling.max_tokens
+        prompt_tokens = sum(len(str(p).split()) for m in request.messages for p in m.parts)
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)][:budget]
+        for i, piece in enumerate(pieces, start=1):
+            if self.step_delay_s:
+                await asyncio.sleep(self.step_delay_s)
+            last = i == len(pieces)
+            reason: FinishReason | None = None
+            if last:
+                reason = "length" if len(words) > budget else "stop"
+            if last:
+                self.running.discard(request.request_id)
+            yield GenerationChunk(
+                text=piece,
+                completion_tokens=i,
+                prompt_tokens=prompt_tokens,
+                finish_reason=reason,
+                logprobs=self._logprobs(piece, request.sampling.logprobs),
+            )
+
+    @staticmethod
+    def _logprobs(piece: str, top: int | None) -> tuple[TokenLogprob, ...]:
+        if top is None:
+            return ()
+        alternatives = ((piece, -0.5), (" ", -1.5))[: max(top, 0)]
+        return (TokenLogprob(piece, -0.5, alternatives),)
+
+    async def abort(self, request_id: str) -> None:
+        if request_id in self.running:
+            self.running.discard(request_id)
+            self.aborted.append(request_id)
+
+    async def check_health(self) -> None:
+        if self.dead:
+            raise EngineDeadError("fake engine is dead")
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=len(self.running), waiting=0)
+
+    async def shutdown(self) -> None:
+        self.started = False

@@ -1,0 +1,219 @@
+"""The vLLM engine, in-process: `AsyncLLM` behind the `Engine` interface.
+
+This is the only module that imports vLLM, and it does so inside methods, so the rest of the
+project (and its fast tests) import cleanly without vLLM installed. EngineCore and its workers run
+as vLLM's own subprocesses; continuous batching and tensor parallelism are vLLM's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.engine import (
+    ChatMessage,
+    Engine,
+    EngineDeadError,
+    EngineError,
+    EngineStats,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    InvalidGenerationRequest,
+    SamplingOptions,
+    TokenLogprob,
+)
+from model.prompts import neutralize_control_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VLLMConfig:
+    """What the server decides about the engine; everything else stays vLLM's default."""
+
+    model_path: Path
+    served_model_name: str
+    tensor_parallel_size: int = 1
+    max_model_len: int = 4096
+    max_num_seqs: int = 64
+    gpu_memory_utilization: float = 0.9
+    dtype: str = "bfloat16"
+    enforce_eager: bool = False
+    max_images_per_prompt: int = 4
+    structured_outputs_backend: str = "xgrammar"
+    disable_any_whitespace: bool = True
+
+
+def to_hf_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Our messages → the chat-template shape, with control tokens in text defanged."""
+    hf: list[dict[str, Any]] = []
+    for message in messages:
+        content: list[dict[str, Any]] = [
+            {"type": "text", "text": neutralize_control_tokens(part)}
+            if isinstance(part, str)
+            else {"type": "image"}
+            for part in message.parts
+        ]
+        hf.append({"role": message.role, "content": content})
+    return hf
+
+
+class VLLMEngine(Engine):
+    def __init__(self, config: VLLMConfig) -> None:
+        self.config = config
+        self.model_name = config.served_model_name
+        self._llm: Any = None
+        self._tokenizer: Any = None
+
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.config import StructuredOutputsConfig
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        c = self.config
+        args = AsyncEngineArgs(
+            model=str(c.model_path),
+            served_model_name=[c.served_model_name],
+            tensor_parallel_size=c.tensor_parallel_size,
+            max_model_len=c.max_model_len,
+            max_num_seqs=c.max_num_seqs,
+            gpu_memory_utilization=c.gpu_memory_utilization,
+            dtype=c.dtype,  # type: ignore[arg-type]  # validated by vLLM
+            enforce_eager=c.enforce_eager,
+            limit_mm_per_prompt={"image": c.max_images_per_prompt},
+            structured_outputs_config=StructuredOutputsConfig(
+                backend=c.structured_outputs_backend,  # type: ignore[arg-type]
+                disable_any_whitespace=c.disable_any_whitespace,
+            ),
+            enable_log_requests=False,
+        )
+        self._llm = AsyncLLM.from_engine_args(args)
+        self._tokenizer = self._llm.get_tokenizer()
+        log.info("engine started", extra={"model": c.served_model_name})
+
+    def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
+        prompt: str = self._tokenizer.apply_chat_template(
+            to_hf_messages(messages), tokenize=False, add_generation_prompt=True
+        )
+        return prompt
+
+    def _sampling_params(self, options: SamplingOptions) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        structured = None
+        if (s := options.structured) is not None:
+            structured = StructuredOutputsParams(
+                json=s.json_schema,
+                json_object=True if s.json_object else None,
+                choice=list(s.choice) if s.choice else None,
+                regex=s.regex,
+            )
+        return SamplingParams(
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+            stop=list(options.stop) or None,
+            logprobs=options.logprobs,
+            structured_outputs=structured,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
+
+        images = [p for m in request.messages for p in m.parts if not isinstance(p, str)]
+        prompt: dict[str, Any] = {"prompt": self.render_prompt(request.messages)}
+        if images:
+            prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
+        completion_tokens = 0
+        try:
+            stream = self._llm.generate(
+                prompt, self._sampling_params(request.sampling), request.request_id
+            )
+            async for out in stream:
+                delta = out.outputs[0]
+                completion_tokens += len(delta.token_ids)
+                yield GenerationChunk(
+                    text=delta.text,
+                    completion_tokens=completion_tokens,
+                    prompt_tokens=len(out.prompt_token_ids or ()),
+                    finish_reason=_finish_reason(delta.finish_reason),
+                    logprobs=self._logprobs(delta, request.sampling.logprobs),
+                )
+        except VLLMEngineDead as e:
+            raise EngineDeadError("the vLLM engine died") from e
+        except (VLLMClientError, ValueError) as e:
+            raise InvalidGenerationRequest(str(e)) from e
+        except Exception as e:
+            if self._llm.errored:
+                raise EngineDeadError("the vLLM engine died") from e
+            raise EngineError("generation failed") from e
+
+    def _logprobs(self, delta: Any, top: int | None) -> tuple[TokenLogprob, ...]:
+        if top is None or not delta.logprobs:
+            return ()
+        result = []
+        for token_id, candidates in zip(delta.token_ids, delta.logprobs, strict=False):
+            chosen = candidates[token_id]
+            ranked = sorted(candidates.values(), key=lambda lp: lp.rank or 0)[:top]
+            result.append(
+                TokenLogprob(
+                    token=self._decode(token_id, chosen.decoded_token),
+                    logprob=float(chosen.logprob),
+                    top=tuple((lp.decoded_token or "", float(lp.logprob)) for lp in ranked),
+                )
+            )
+        return tuple(result)
+
+    def _decode(self, token_id: int, decoded: str | None) -> str:
+        return decoded if decoded is not None else str(self._tokenizer.decode([token_id]))
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    async def check_health(self) -> None:
+        if self._llm is None or self._llm.errored:
+            raise EngineDeadError("the vLLM engine is not running")
+        try:
+            await self._llm.check_health()
+        except Exception as e:
+            raise EngineDeadError("the vLLM engine failed its health check") from e
+
+    def stats(self) -> EngineStats:
+        from prometheus_client import REGISTRY
+
+        def total(metric: str) -> int:
+            value = 0.0
+            for family in REGISTRY.collect():
+                if family.name == metric:
+                    value += sum(
+                        s.value
+                        for s in family.samples
+                        if s.labels.get("model_name") == self.model_name
+                    )
+            return int(value)
+
+        return EngineStats(
+            running=total("vllm:num_requests_running"), waiting=total("vllm:num_requests_waiting")
+        )
+
+    async def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+
+def _finish_reason(reason: str | None) -> FinishReason | None:
+    """vLLM also says "abort"; a finished request the caller sees ended on a stop or the budget."""
+    if reason is None:
+        return None
+    return "length" if reason == "length" else "stop"

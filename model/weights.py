@@ -1,0 +1,98 @@
+"""Turn what the operator asked to serve (`demo`, a registry name, a hub id, a directory) into a
+local directory of HF-format weights, or fail before the engine starts with a message that says
+what was tried and which setting to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from model.demo import ensure_demo_model
+from model.registry import DEMO_MODEL_NAME, VARIANTS, lookup
+
+_CONFIG = "config.json"
+
+
+class WeightsNotFound(Exception):
+    """The requested weights are not available locally and could not (or may not) be fetched."""
+
+
+def resolve_weights(model: str, *, cache_dir: Path, allow_download: bool) -> Path:
+    """Return the directory holding `config.json` and the weights for `model`.
+
+    An existing directory wins over a hub id of the same spelling, as in `from_pretrained`.
+    Hub snapshots go to `cache_dir/hub`; with `allow_download` off only that cache is consulted.
+    """
+    if model.strip().casefold() == DEMO_MODEL_NAME:
+        return ensure_demo_model(cache_dir)
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return _model_dir(local)
+    variant = lookup(model)
+    if variant is None and not _is_repo_id(model):
+        raise WeightsNotFound(
+            f"FACELLM_MODEL={model!r}: no such directory, and neither a known model "
+            f"({', '.join(VARIANTS)}) nor a hub id like 'Idiap/FaceLLM-1B'."
+        )
+    repo_id = variant.hub_id if variant is not None and variant.hub_id else model
+    snapshot = _snapshot(repo_id, cache_dir, allow_download)
+    subfolder = variant.weights_subfolder if variant is not None else None
+    if subfolder and (snapshot / subfolder / _CONFIG).is_file():
+        return snapshot / subfolder
+    return _model_dir(snapshot)
+
+
+def _is_repo_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
+def _model_dir(path: Path) -> Path:
+    """`path` itself if it holds config.json, else its only subfolder that does."""
+    if (path / _CONFIG).is_file():
+        return path
+    found = sorted(sub for sub in path.iterdir() if (sub / _CONFIG).is_file())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise WeightsNotFound(
+            f"{path} holds no {_CONFIG}, directly or in a subfolder; point FACELLM_MODEL at the "
+            "directory of an HF-format InternVL model."
+        )
+    names = ", ".join(sub.name for sub in found)
+    raise WeightsNotFound(
+        f"{path} has several model subfolders ({names}); set FACELLM_MODEL to the one to serve."
+    )
+
+
+def _snapshot(repo_id: str, cache_dir: Path, allow_download: bool) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+
+    hub_cache = cache_dir / "hub"
+    try:
+        return Path(
+            snapshot_download(repo_id, cache_dir=hub_cache, local_files_only=not allow_download)
+        )
+    except LocalEntryNotFoundError as exc:
+        if not allow_download:
+            why = "downloads are off (FACELLM_ALLOW_DOWNLOAD=false)"
+            fix = "set FACELLM_ALLOW_DOWNLOAD=true (--allow-download)"
+        elif constants.HF_HUB_OFFLINE:
+            why = "HF_HUB_OFFLINE is set"
+            fix = "unset HF_HUB_OFFLINE"
+        else:
+            why = f"the hub could not be reached ({exc})"
+            fix = "check network access to the hub"
+        raise WeightsNotFound(
+            f"Weights for {repo_id!r} are not in the cache {hub_cache} and {why}. Either {fix}, "
+            "pre-fill that cache (FACELLM_MODEL_CACHE_DIR), or set FACELLM_MODEL to a local "
+            "directory with the weights (or to `demo`)."
+        ) from exc
+    except HFValidationError as exc:
+        raise WeightsNotFound(f"FACELLM_MODEL={repo_id!r} is not a valid hub id: {exc}") from exc
+    except HfHubHTTPError as exc:
+        raise WeightsNotFound(
+            f"The hub refused {repo_id!r}: {exc}. Check the id, and HF_TOKEN for gated or "
+            "private repos."
+        ) from exc

@@ -1,0 +1,141 @@
+"""The app factory. The lifespan owns the engine: started before serving, shut down after."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import Depends, FastAPI
+
+from model.attributes import AttributePolicy
+from model.detect import make_detector
+from model.engine import Engine
+from model.registry import lookup
+from server.auth import APIKeyAuth, load_keys
+from server.chat import ChatLimits, ChatService
+from server.config import Settings
+from server.errors import register_error_handlers
+from server.faces import FaceLimits, FacesService
+from server.limits import Admission
+from server.media import MediaPolicy
+from server.metrics import Metrics
+from server.middleware import AdmissionGate, RequestContext
+from server.routes import chat, faces, health, metrics, models
+from server.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings) -> Engine:
+    """The real engine for these settings: resolve weights, configure vLLM (imported lazily)."""
+    from model.vllm_engine import VLLMConfig, VLLMEngine
+    from model.weights import resolve_weights
+
+    path = resolve_weights(
+        settings.model, cache_dir=settings.model_cache_dir, allow_download=settings.allow_download
+    )
+    return VLLMEngine(
+        VLLMConfig(
+            model_path=path,
+            served_model_name=settings.served_model_name or served_name(settings.model),
+            tensor_parallel_size=settings.tensor_parallel_size,
+            max_model_len=settings.max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            dtype=settings.dtype,
+            enforce_eager=settings.enforce_eager,
+            max_images_per_prompt=settings.max_images_per_prompt,
+            structured_outputs_backend=settings.structured_outputs_backend,
+            disable_any_whitespace=settings.disable_any_whitespace,
+        )
+    )
+
+
+def served_name(model: str) -> str:
+    """The id clients see: the registry name, else the hub id or the local directory's name."""
+    if (variant := lookup(model)) is not None:
+        return variant.name
+    return Path(model).name if Path(model).is_dir() else model
+
+
+def build_state(
+    settings: Settings,
+    engine: Engine,
+    http_client: httpx.AsyncClient,
+    metrics: Metrics,
+    admission: Admission,
+) -> AppState:
+    media = MediaPolicy.from_settings(settings)
+    chat_limits = ChatLimits(
+        max_messages=settings.max_messages,
+        max_text_chars=settings.max_text_chars,
+        max_images=settings.max_images_per_prompt,
+        max_tokens_limit=settings.max_tokens_limit,
+        default_max_tokens=settings.default_max_tokens,
+        request_timeout_s=settings.request_timeout_s,
+    )
+    faces_service = FacesService(
+        engine,
+        AttributePolicy.from_names(settings.attributes),
+        make_detector(settings.face_detector, settings.yunet_model_path),
+        media,
+        FaceLimits(max_faces=settings.max_faces, request_timeout_s=settings.request_timeout_s),
+        metrics,
+    )
+    return AppState(
+        settings=settings,
+        engine=engine,
+        chat=ChatService(engine, chat_limits, media, metrics, http_client),
+        faces=faces_service,
+        admission=admission,
+        metrics=metrics,
+        created=int(time.time()),
+    )
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Build the app; without an engine, the lifespan builds the real one from settings."""
+    eng = engine or build_engine(settings)
+    app_metrics = Metrics(eng.model_name)
+    admission = Admission(settings.max_concurrent_requests)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # trust_env=False: image fetches never go through proxies named in the environment.
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http_client:
+            state = build_state(settings, eng, http_client, app_metrics, admission)
+            app_metrics.bind(
+                in_flight=lambda: admission.in_flight,
+                pre_engine=lambda: admission.pre_engine,
+                engine_waiting=lambda: eng.stats().waiting,
+            )
+            app.state.facellm = state
+            await eng.start()
+            try:
+                state.ready = True
+                log.info("ready", extra={"model": eng.model_name})
+                yield
+            finally:
+                state.ready = False
+                await eng.shutdown()
+
+    app = FastAPI(
+        title="FaceLLM Serve",
+        version="0.1.0",
+        description="OpenAI-compatible serving of FaceLLM face-understanding models, with "
+        "structured, schema-valid face attributes.",
+        lifespan=lifespan,
+    )
+    register_error_handlers(app)
+    auth = [Depends(APIKeyAuth(load_keys(settings)))]
+    for router in (chat.router, faces.router, models.router):
+        app.include_router(router, dependencies=auth)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics)
+    app.add_middleware(RequestContext, metrics=app_metrics, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,275 @@
+"""Chat-completions service: OpenAI request ⇄ engine request and chunks, whole or streamed.
+
+No FastAPI here: the route hands over a validated `ChatCompletionRequest`, this returns a
+`ChatCompletion` or an async iterator of SSE frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from PIL import Image
+
+from model.engine import (
+    ChatMessage,
+    Engine,
+    GenerationChunk,
+    GenerationRequest,
+    SamplingOptions,
+    StructuredOutput,
+    TokenLogprob,
+)
+from server import protocol as p
+from server.errors import APIError, InvalidRequest, NotFound
+from server.generation import run_generation
+from server.media import MediaPolicy, load_image
+from server.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class ChatLimits:
+    max_messages: int
+    max_text_chars: int
+    max_images: int
+    max_tokens_limit: int
+    default_max_tokens: int
+    request_timeout_s: float
+
+
+class ChatService:
+    def __init__(
+        self,
+        engine: Engine,
+        limits: ChatLimits,
+        media: MediaPolicy,
+        metrics: Metrics,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.media = media
+        self.metrics = metrics
+        self.http_client = http_client
+
+    async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
+        """Validate what pydantic cannot, load images, and build the engine request."""
+        if req.model not in (None, self.engine.model_name):
+            raise NotFound(
+                f"The model '{req.model}' does not exist; this server serves "
+                f"'{self.engine.model_name}'.",
+                param="model",
+                code="model_not_found",
+            )
+        if (req.n or 1) != 1:
+            raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_n")
+        messages = await self._messages(req.messages)
+        return GenerationRequest(
+            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+            messages=messages,
+            sampling=self._sampling(req),
+        )
+
+    async def _messages(self, messages: list[p.Message]) -> tuple[ChatMessage, ...]:
+        lim = self.limits
+        if len(messages) > lim.max_messages:
+            raise InvalidRequest(
+                f"At most {lim.max_messages} messages per request.",
+                param="messages",
+                code="too_many_messages",
+            )
+        texts, images = _collect_parts(messages)
+        if sum(len(t) for t in texts) > lim.max_text_chars:
+            raise InvalidRequest(
+                f"Message text exceeds {lim.max_text_chars} characters.",
+                param="messages",
+                code="text_too_long",
+            )
+        if len(images) > lim.max_images:
+            raise InvalidRequest(
+                f"At most {lim.max_images} images per request.",
+                param="messages",
+                code="too_many_images",
+            )
+        decoded = await asyncio.gather(
+            *(
+                load_image(url, self.media, client=self.http_client, param=param)
+                for param, url in images
+            )
+        )
+        by_url = iter(decoded)
+        return tuple(
+            ChatMessage(
+                role="system" if m.role == "developer" else m.role,
+                parts=tuple(next(by_url) if part is None else part for part in _parts(m)),
+            )
+            for m in messages
+        )
+
+    async def _image(self, url: str, param: str) -> Image.Image:
+        start = time.perf_counter()
+        image = await load_image(url, self.media, client=self.http_client, param=param)
+        self.metrics.image_decode.observe(time.perf_counter() - start)
+        return image
+
+    def _sampling(self, req: p.ChatCompletionRequest) -> SamplingOptions:
+        lim = self.limits
+        max_tokens = req.max_completion_tokens or req.max_tokens or lim.default_max_tokens
+        if max_tokens > lim.max_tokens_limit:
+            raise InvalidRequest(
+                f"max_tokens may be at most {lim.max_tokens_limit}.",
+                param="max_completion_tokens" if req.max_completion_tokens else "max_tokens",
+                code="max_tokens_too_large",
+            )
+        if req.top_logprobs is not None and not req.logprobs:
+            raise InvalidRequest(
+                "top_logprobs requires logprobs=true.", param="top_logprobs", code="invalid_value"
+            )
+        stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            seed=req.seed,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            stop=stop,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            structured=structured_output(req),
+        )
+
+    async def complete(self, req: p.ChatCompletionRequest) -> p.ChatCompletion:
+        gen = await self.prepare(req)
+        text: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        last: GenerationChunk | None = None
+        async for chunk in run_generation(self.engine, gen, self.limits.request_timeout_s):
+            text.append(chunk.text)
+            logprobs.extend(chunk.logprobs)
+            last = chunk
+        assert last is not None, "the engine ended a request without output"
+        return p.ChatCompletion(
+            id=gen.request_id,
+            model=self.engine.model_name,
+            choices=[
+                p.Choice(
+                    message=p.AssistantMessage(content="".join(text)),
+                    finish_reason=last.finish_reason,
+                    logprobs=_logprobs(logprobs) if gen.sampling.logprobs is not None else None,
+                )
+            ],
+            usage=_usage(last),
+        )
+
+    async def stream(
+        self, req: p.ChatCompletionRequest, gen: GenerationRequest
+    ) -> AsyncIterator[str]:
+        """SSE frames. Errors after the headers went out travel in-band, then `[DONE]`."""
+        created = int(time.time())
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+        def frame(choices: list[p.ChunkChoice], usage: p.Usage | None = None) -> str:
+            chunk = p.ChatCompletionChunk(
+                id=gen.request_id,
+                created=created,
+                model=self.engine.model_name,
+                choices=choices,
+                usage=usage,
+            )
+            return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+
+        try:
+            yield frame([p.ChunkChoice(delta=p.Delta(role="assistant", content=""))])
+            last: GenerationChunk | None = None
+            async for chunk in run_generation(self.engine, gen, self.limits.request_timeout_s):
+                last = chunk
+                lp = _logprobs(list(chunk.logprobs)) if gen.sampling.logprobs is not None else None
+                yield frame(
+                    [
+                        p.ChunkChoice(
+                            delta=p.Delta(content=chunk.text),
+                            finish_reason=chunk.finish_reason,
+                            logprobs=lp,
+                        )
+                    ]
+                )
+            if include_usage and last is not None:
+                yield frame([], usage=_usage(last))
+        except APIError as e:
+            yield f"data: {json.dumps(e.body())}\n\n"
+        yield "data: [DONE]\n\n"
+
+
+def structured_output(req: p.ChatCompletionRequest) -> StructuredOutput | None:
+    fmt, ext = req.response_format, req.structured_outputs
+    if fmt is not None and fmt.type != "text" and ext is not None:
+        raise InvalidRequest(
+            "Give either response_format or structured_outputs, not both.",
+            param="structured_outputs",
+            code="invalid_value",
+        )
+    if ext is not None:
+        choice = tuple(ext.choice) if ext.choice else None
+        return StructuredOutput(json_schema=ext.json_, choice=choice, regex=ext.regex)
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return StructuredOutput(json_object=True)
+    assert fmt.json_schema is not None
+    return StructuredOutput(json_schema=fmt.json_schema.schema_)
+
+
+_ImageSlot = None  # marks where a decoded image goes back into a message's parts
+
+
+def _parts(message: p.Message) -> list[str | None]:
+    if message.content is None:
+        return []
+    if isinstance(message.content, str):
+        return [message.content]
+    return [part.text if isinstance(part, p.TextPart) else _ImageSlot for part in message.content]
+
+
+def _collect_parts(messages: list[p.Message]) -> tuple[list[str], list[tuple[str, str]]]:
+    """All texts, and every image URL with its parameter path (for error messages)."""
+    texts: list[str] = []
+    images: list[tuple[str, str]] = []
+    for i, m in enumerate(messages):
+        if isinstance(m.content, str):
+            texts.append(m.content)
+        for j, part in enumerate(m.content if isinstance(m.content, list) else []):
+            if isinstance(part, p.TextPart):
+                texts.append(part.text)
+            else:
+                images.append((f"messages[{i}].content[{j}].image_url.url", part.image_url.url))
+    return texts, images
+
+
+def _usage(chunk: GenerationChunk) -> p.Usage:
+    return p.Usage(
+        prompt_tokens=chunk.prompt_tokens,
+        completion_tokens=chunk.completion_tokens,
+        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+    )
+
+
+def _logprobs(tokens: list[TokenLogprob]) -> p.ChoiceLogprobs:
+    return p.ChoiceLogprobs(
+        content=[
+            p.TokenLogprobOut(
+                token=t.token,
+                logprob=t.logprob,
+                bytes=list(t.token.encode()),
+                top_logprobs=[
+                    p.TopLogprob(token=tok, logprob=lp, bytes=list(tok.encode()))
+                    for tok, lp in t.top
+                ],
+            )
+            for t in tokens
+        ]
+    )

@@ -1,0 +1,186 @@
+"""Faces service: image → detected faces → one structured engine request per face → answers.
+
+FaceLLM was trained on FairFace face crops grown by 25 % each side, so faces are detected and
+cropped that way rather than sending the whole scene. The per-face requests are submitted together
+so continuous batching serves them as one batch; every answer is validated before it is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from functools import cache
+
+from PIL import Image
+
+from model import attributes as attrs
+from model.detect import Box, FaceDetector, crop_face, whole_image_box
+from model.engine import (
+    ChatMessage,
+    Engine,
+    GenerationRequest,
+    SamplingOptions,
+    StructuredOutput,
+)
+from server import protocol as p
+from server.errors import APIError, BadModelAnswer, InvalidRequest, NotFound, Unprocessable
+from server.generation import run_generation
+from server.media import MediaPolicy, decode_base64_image, load_image
+from server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TOKENS_PER_ATTRIBUTE = 24  # a key, a value and punctuation, with room for long enum values
+
+
+@dataclass(frozen=True)
+class FaceLimits:
+    max_faces: int
+    request_timeout_s: float
+
+
+@cache
+def _task(names: tuple[str, ...]) -> tuple[str, StructuredOutput]:
+    """Prompt and constraint for a set of attributes, built once per set (schemas compile once)."""
+    return attrs.prompt(names), StructuredOutput(json_schema=attrs.json_schema(names))
+
+
+class FacesService:
+    def __init__(
+        self,
+        engine: Engine,
+        policy: attrs.AttributePolicy,
+        detector: FaceDetector,
+        media: MediaPolicy,
+        limits: FaceLimits,
+        metrics: Metrics,
+    ) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.detector = detector
+        self.media = media
+        self.limits = limits
+        self.metrics = metrics
+
+    def schema(self) -> dict[str, object]:
+        return attrs.json_schema(self.policy.enabled)
+
+    async def prepare(
+        self, req: p.FaceAnalysisRequest
+    ) -> tuple[tuple[str, ...], list[Box], Image.Image]:
+        """Validate, decode and detect: everything before the engine, off the event loop."""
+        if req.model not in (None, self.engine.model_name):
+            raise NotFound(
+                f"The model '{req.model}' does not exist.", param="model", code="model_not_found"
+            )
+        try:
+            names = self.policy.select(req.attributes)
+        except attrs.AttributeNotServed as e:
+            raise InvalidRequest(
+                f"Attribute not served: {e}.",
+                param=f"attributes.{e.name}" if e.name != "attributes" else "attributes",
+                code="attribute_not_served",
+            ) from None
+        image = await self._decode(req.image)
+        max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
+        if not req.detect:
+            return names, [whole_image_box(image)], image
+        boxes = await asyncio.to_thread(self.detector.detect, image, max_faces)
+        if not boxes:
+            raise Unprocessable(
+                "No face was detected in the image; send a face image, or "
+                "detect=false to analyse the whole image as one face.",
+                param="image",
+                code="no_face_detected",
+            )
+        return names, boxes, image
+
+    async def _decode(self, image: str) -> Image.Image:
+        start = time.perf_counter()
+        scheme = image[:8].lower()
+        if scheme.startswith(("data:", "http:", "https:")):
+            decoded = await load_image(image, self.media, param="image")
+        else:
+            decoded = await asyncio.to_thread(decode_base64_image, image, self.media, param="image")
+        self.metrics.image_decode.observe(time.perf_counter() - start)
+        return decoded
+
+    async def analyze(
+        self, names: tuple[str, ...], boxes: list[Box], image: Image.Image
+    ) -> p.FaceAnalysis:
+        self.metrics.faces_per_image.observe(len(boxes))
+        crops = await asyncio.to_thread(lambda: [crop_face(image, b) for b in boxes])
+        request_id = f"faces-{uuid.uuid4().hex}"
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._answer(f"{request_id}-{i}", crop, names))
+                    for i, crop in enumerate(crops)
+                ]
+        except* APIError as failures:
+            raise failures.exceptions[0] from None
+        faces, usage = [], p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        for box, task in zip(boxes, tasks, strict=True):
+            answer, face_usage = task.result()
+            faces.append(
+                p.Face(
+                    bbox=p.BoundingBox(x=box.x, y=box.y, w=box.w, h=box.h),
+                    score=box.score,
+                    attributes=answer,
+                )
+            )
+            usage = _add(usage, face_usage)
+        return p.FaceAnalysis(
+            id=request_id,
+            model=self.engine.model_name,
+            faces=faces,
+            usage=usage,
+            versions=p.Versions(
+                model=self.engine.model_name,
+                prompt=attrs.PROMPT_VERSION,
+                schema=attrs.SCHEMA_VERSION,
+            ),
+        )
+
+    async def _answer(
+        self, request_id: str, crop: Image.Image, names: tuple[str, ...]
+    ) -> tuple[dict[str, str], p.Usage]:
+        prompt, constraint = _task(names)
+        request = GenerationRequest(
+            request_id=request_id,
+            messages=(ChatMessage(role="user", parts=(crop, prompt)),),
+            sampling=SamplingOptions(
+                max_tokens=TOKENS_PER_ATTRIBUTE * len(names) + 8,
+                temperature=0.0,
+                structured=constraint,
+            ),
+        )
+        text, prompt_tokens, completion_tokens = [], 0, 0
+        async for chunk in run_generation(self.engine, request, self.limits.request_timeout_s):
+            text.append(chunk.text)
+            prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
+        try:
+            answer = attrs.parse_answer("".join(text), names)
+        except attrs.InvalidAnswer as e:
+            self.metrics.validation_failures.inc()
+            log.warning("invalid structured answer for %s: %s", request_id, e)
+            raise BadModelAnswer(
+                "The model's answer for a face did not validate against the attribute schema.",
+                code="invalid_model_answer",
+            ) from None
+        return answer, p.Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+def _add(a: p.Usage, b: p.Usage) -> p.Usage:
+    return p.Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+    )

@@ -1,0 +1,67 @@
+"""Running one engine request on behalf of a caller: deadline, abort on exit, error mapping.
+
+Both services generate through `run_generation`, so every request gets the same deadline and the
+same translation of engine failures into the OpenAI error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+
+from model.engine import (
+    Engine,
+    EngineDeadError,
+    EngineError,
+    GenerationChunk,
+    GenerationRequest,
+    InvalidGenerationRequest,
+)
+from server.errors import InternalError, InvalidRequest, Timeout, Unavailable
+
+log = logging.getLogger(__name__)
+
+_TOO_LONG = re.compile(r"longer than the maximum model length|maximum context length", re.I)
+
+
+async def run_generation(
+    engine: Engine, request: GenerationRequest, timeout_s: float | None = None
+) -> AsyncIterator[GenerationChunk]:
+    """Stream the engine's chunks; closing this iterator early aborts the engine request."""
+    stream = engine.generate(request)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in stream:
+                yield chunk
+    except TimeoutError:
+        await engine.abort(request.request_id)
+        raise Timeout(
+            f"The request did not finish within {timeout_s:g} s.", code="request_timeout"
+        ) from None
+    except InvalidGenerationRequest as e:
+        raise _invalid(e) from None
+    except EngineDeadError:
+        log.error("engine dead while serving %s", request.request_id)
+        raise Unavailable("The engine is not available.", code="engine_unavailable") from None
+    except EngineError:
+        log.exception("engine error while serving %s", request.request_id)
+        raise InternalError("The engine failed to serve this request.") from None
+    finally:
+        await stream.aclose()
+
+
+def _invalid(error: InvalidGenerationRequest) -> InvalidRequest:
+    """Our own words for the engine's refusal: its text may quote internals."""
+    log.info("engine refused a request: %s", error)
+    if _TOO_LONG.search(str(error)):
+        return InvalidRequest(
+            "The prompt, with its images, does not fit the model's context window.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    return InvalidRequest(
+        "The engine rejected the request (e.g. a JSON schema or regex it cannot compile).",
+        code="invalid_request",
+    )

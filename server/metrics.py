@@ -1,0 +1,92 @@
+"""Prometheus metrics: vLLM's own `vllm:*` series (in-process engine) plus ours, `facellm_*`.
+
+Ours live in a per-app registry so tests can build many apps; /metrics concatenates it with the
+default registry, where the in-process vLLM engine registers its series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+DECODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    def __init__(self, model_name: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.model_name = model_name
+        self.http_requests = Counter(
+            "facellm_http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "facellm_http_request_duration_seconds",
+            "Time to the full response (to headers for streams) by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.image_decode = Histogram(
+            "facellm_image_decode_seconds",
+            "Time to validate and decode one image.",
+            buckets=DECODE_BUCKETS,
+            registry=r,
+        )
+        self.faces_per_image = Histogram(
+            "facellm_faces_per_image",
+            "Faces analysed per /v1/faces/analyze image.",
+            buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.admission_rejections = Counter(
+            "facellm_admission_rejections",
+            "Requests refused with 429 at the admission limit.",
+            registry=r,
+        )
+        self.validation_failures = Counter(
+            "facellm_answer_validation_failures",
+            "Structured answers from the engine that failed server-side validation.",
+            registry=r,
+        )
+        self._in_flight = Gauge(
+            "facellm_requests_in_flight", "Admitted requests not yet finished.", registry=r
+        )
+        self._pre_engine = Gauge(
+            "facellm_requests_pre_engine",
+            "Admitted requests still decoding images or detecting "
+            "faces: a queue the engine's own waiting count cannot see.",
+            registry=r,
+        )
+        self._backlog = Gauge(
+            "facellm_backlog_requests",
+            "The scaling signal: engine waiting requests plus our pre-engine queue.",
+            ["model_name"],
+            registry=r,
+        )
+
+    def bind(
+        self,
+        in_flight: Callable[[], float],
+        pre_engine: Callable[[], float],
+        engine_waiting: Callable[[], float],
+    ) -> None:
+        """Gauges read live state at scrape time, so they can never drift from it."""
+        self._in_flight.set_function(in_flight)
+        self._pre_engine.set_function(pre_engine)
+        self._backlog.labels(self.model_name).set_function(lambda: engine_waiting() + pre_engine())
+
+    def exposition(self) -> bytes:
+        return generate_latest(REGISTRY) + generate_latest(self.registry)

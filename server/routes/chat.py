@@ -1,0 +1,32 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from server.cancellation import unless_disconnected
+from server.errors import ERROR_RESPONSES
+from server.protocol import ChatCompletion, ChatCompletionRequest
+from server.state import ChatDep
+
+router = APIRouter(tags=["chat"])
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, chat: ChatDep, request: Request
+) -> ChatCompletion | StreamingResponse:
+    if not body.stream:
+        return await unless_disconnected(request, chat.complete(body))
+    # Prepare before the headers go out, so bad input still gets its 4xx status.
+    generation = await chat.prepare(body)
+    return StreamingResponse(
+        chat.stream(body, generation),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,38 @@
+"""POST /v1/faces/analyze and GET /v1/faces/schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from server.cancellation import unless_disconnected
+from server.errors import ERROR_RESPONSES
+from server.protocol import FaceAnalysis, FaceAnalysisRequest
+from server.state import FacesDep, StateDep
+
+router = APIRouter(tags=["faces"])
+
+
+@router.post(
+    "/v1/faces/analyze",
+    response_model=FaceAnalysis,
+    response_model_by_alias=True,
+    responses=ERROR_RESPONSES,
+    summary="Structured attributes for each face in an image.",
+)
+async def analyze_faces(
+    body: FaceAnalysisRequest, faces: FacesDep, state: StateDep, request: Request
+) -> FaceAnalysis:
+    async with state.admission.preparing():
+        names, boxes, image = await faces.prepare(body)
+    return await unless_disconnected(request, faces.analyze(names, boxes, image))
+
+
+@router.get(
+    "/v1/faces/schema",
+    summary="The attribute JSON schema in force (after the attribute policy).",
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def faces_schema(faces: FacesDep) -> dict[str, Any]:
+    return faces.schema()

@@ -1,0 +1,46 @@
+"""What the app holds between requests, and FastAPI dependency aliases to reach it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from model.engine import Engine
+from server.chat import ChatService
+from server.config import Settings
+from server.faces import FacesService
+from server.limits import Admission
+from server.metrics import Metrics
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    chat: ChatService
+    faces: FacesService
+    admission: Admission
+    metrics: Metrics
+    ready: bool = False
+    engine_dead: bool = False
+    created: int = 0
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.facellm
+    return state
+
+
+def get_chat(request: Request) -> ChatService:
+    return get_state(request).chat
+
+
+def get_faces(request: Request) -> FacesService:
+    return get_state(request).faces
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]
+FacesDep = Annotated[FacesService, Depends(get_faces)]

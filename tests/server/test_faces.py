@@ -1,0 +1,138 @@
+"""/v1/faces/analyze and /v1/faces/schema against the fake engine (fast)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+from fastapi import FastAPI
+
+from model.engine import GenerationRequest
+from model.fake_engine import FakeEngine
+from server.app import create_app
+from server.config import Settings
+from tests.images import TRUE_ASTRONAUT_FACE, astronaut, cat, data_url, encode, iou, two_faces
+
+URL = "/v1/faces/analyze"
+
+
+async def test_astronaut_has_one_face_with_schema_valid_attributes(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.post(URL, json={"image": data_url(astronaut())})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    schema = (await client.get("/v1/faces/schema")).json()
+    (face,) = out["faces"]
+    box = face["bbox"]
+    assert iou((box["x"], box["y"], box["w"], box["h"]), TRUE_ASTRONAUT_FACE) > 0.5
+    jsonschema.validate(face["attributes"], schema)
+    assert out["versions"]["model"] == "demo"
+    assert {"prompt", "schema"} <= set(out["versions"])
+    assert out["usage"]["total_tokens"] > 0
+
+
+async def test_raw_base64_is_accepted(client: httpx.AsyncClient) -> None:
+    raw = base64.b64encode(encode(astronaut())).decode()
+    assert (await client.post(URL, json={"image": raw})).status_code == 200
+
+
+async def test_faces_go_to_the_engine_as_margin_crops(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
+    await client.post(URL, json={"image": data_url(two_faces())})
+    assert len(fake_engine.requests) == 2
+    for request in fake_engine.requests:
+        crop, prompt = request.messages[0].parts
+        assert not isinstance(crop, str) and isinstance(prompt, str)
+        assert crop.size[0] < 400  # a face crop, not the scene
+        assert request.sampling.structured and request.sampling.structured.json_schema
+
+
+async def test_two_faces_and_max_faces(client: httpx.AsyncClient) -> None:
+    both = (await client.post(URL, json={"image": data_url(two_faces())})).json()
+    assert len(both["faces"]) == 2
+    one = (await client.post(URL, json={"image": data_url(two_faces()), "max_faces": 1})).json()
+    assert len(one["faces"]) == 1
+    assert one["faces"][0]["bbox"] == both["faces"][0]["bbox"]  # the largest face first
+
+
+async def test_cat_has_no_face_unless_detection_is_off(client: httpx.AsyncClient) -> None:
+    r = await client.post(URL, json={"image": data_url(cat())})
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "no_face_detected"
+    whole = await client.post(URL, json={"image": data_url(cat()), "detect": False})
+    assert whole.status_code == 200
+    (face,) = whole.json()["faces"]
+    assert face["bbox"] == {"x": 0, "y": 0, "w": cat().width, "h": cat().height}
+
+
+async def test_attribute_subset(client: httpx.AsyncClient) -> None:
+    body = {"image": data_url(astronaut()), "attributes": ["eyewear", "age_group"]}
+    out = (await client.post(URL, json=body)).json()
+    assert set(out["faces"][0]["attributes"]) == {"eyewear", "age_group"}
+
+
+@pytest.mark.parametrize("attributes", [["favourite_colour"], []])
+async def test_unknown_or_empty_attribute_request_is_400(
+    client: httpx.AsyncClient, attributes: list[str]
+) -> None:
+    r = await client.post(URL, json={"image": data_url(astronaut()), "attributes": attributes})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "attribute_not_served"
+
+
+@pytest.fixture
+def policy_app(tmp_path: Path, fake_engine: FakeEngine) -> FastAPI:
+    enabled = ["age_group", "head_pose", "eyewear"]
+    return create_app(Settings(model_cache_dir=tmp_path, attributes=enabled), fake_engine)
+
+
+async def test_disabled_attribute_vanishes_everywhere(
+    policy_app: FastAPI, fake_engine: FakeEngine
+) -> None:
+    async with policy_app.router.lifespan_context(policy_app):
+        transport = httpx.ASGITransport(app=policy_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            schema = (await client.get("/v1/faces/schema")).json()
+            assert set(schema["properties"]) == {"age_group", "head_pose", "eyewear"}
+            out = (await client.post(URL, json={"image": data_url(astronaut())})).json()
+            assert set(out["faces"][0]["attributes"]) == {"age_group", "head_pose", "eyewear"}
+            prompt = fake_engine.requests[0].messages[0].parts[1]
+            assert "perceived_gender" not in str(prompt) and "apparent_expression" not in str(
+                prompt
+            )
+            refused = await client.post(
+                URL, json={"image": data_url(astronaut()), "attributes": ["perceived_gender"]}
+            )
+            assert refused.status_code == 400
+            assert refused.json()["error"]["param"] == "attributes.perceived_gender"
+
+
+@pytest.mark.parametrize("answer", ['{"age_group": "ancient"}', "not json", '{"eyewear": "none"}'])
+async def test_invalid_engine_answer_is_a_clear_error_never_a_200(
+    tmp_path: Path, answer: str
+) -> None:
+    def responder(_: GenerationRequest) -> str:
+        return answer
+
+    app = create_app(Settings(model_cache_dir=tmp_path), FakeEngine(responder=responder))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.post(URL, json={"image": data_url(astronaut())})
+            assert r.status_code == 502
+            assert r.json()["error"]["code"] == "invalid_model_answer"
+            assert answer not in r.text
+            scraped = (await client.get("/metrics")).text
+            assert "facellm_answer_validation_failures_total 1.0" in scraped
+
+
+async def test_openapi_documents_faces_with_examples(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "/v1/faces/analyze" in spec["paths"] and "/v1/faces/schema" in spec["paths"]
+    request_schema = spec["components"]["schemas"]["FaceAnalysisRequest"]
+    assert request_schema["examples"][0]["detect"] is True
