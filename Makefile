@@ -37,7 +37,7 @@ venv: $(STAMP)  ## Create .venv with vLLM (CPU or GPU build) and dev tools
 serve: $(STAMP)  ## Serve on 127.0.0.1:8000 (default: the demo model; FACELLM_MODEL=... for real weights)
 	$(BIN)/facellm-server
 
-test: $(STAMP) lint typecheck  ## Lint, type-check, the whole suite
+test: $(STAMP) lint typecheck check-deploy  ## Lint, type-check, deploy checks, the whole suite
 	$(BIN)/pytest -m "not deploy"
 
 unit: $(STAMP)  ## Fast tests only (no engine, no server process)
@@ -53,6 +53,9 @@ fmt: $(STAMP)  ## Apply ruff fixes and formatting
 
 typecheck: $(STAMP)  ## mypy (strict) on server/ and model/
 	$(BIN)/mypy
+
+check-deploy: $(STAMP)  ## helm lint/template + kubernetes-validate + hadolint + chart tests
+	bash deploy/check.sh
 
 loadtest: $(STAMP)  ## locust against a running server (HOST=http://127.0.0.1:8000 USERS=8 DURATION=20s)
 	$(BIN)/python -m loadtests.run --host $${HOST:-http://127.0.0.1:8000} --users $${USERS:-8} --duration $${DURATION:-20s}

@@ -1,0 +1,100 @@
+{{/* Names and labels. */}}
+{{- define "facellm.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "facellm.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "facellm.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "facellm.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "facellm.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "facellm.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "facellm.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "facellm.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+facellm.io/preset: {{ .Values.model.preset | quote }}
+{{- end }}
+
+{{/* The selected preset (the schema restricts model.preset to known names). */}}
+{{- define "facellm.preset" -}}
+{{- $preset := index .Values.presets .Values.model.preset -}}
+{{- if not $preset }}{{ fail (printf "model.preset %q has no entry under presets" .Values.model.preset) }}{{ end -}}
+{{- toJson $preset -}}
+{{- end }}
+
+{{/*
+Effective tensor-parallel size: model.tensorParallelSize, else the preset's. The schema checks an
+explicit value against model.gpusPerNode; this repeats the check for the preset default.
+*/}}
+{{- define "facellm.tensorParallelSize" -}}
+{{- $preset := include "facellm.preset" . | fromJson -}}
+{{- $tp := int (default $preset.tensorParallelSize .Values.model.tensorParallelSize) -}}
+{{- if gt $tp (int .Values.model.gpusPerNode) -}}
+{{- fail (printf "tensor-parallel size %d (preset %s) needs %d GPUs on one node, but model.gpusPerNode is %d: set model.gpusPerNode to your GPU node type's count" $tp .Values.model.preset $tp (int .Values.model.gpusPerNode)) -}}
+{{- end -}}
+{{- $tp -}}
+{{- end }}
+
+{{- define "facellm.usesGpu" -}}
+{{- $preset := include "facellm.preset" . | fromJson -}}
+{{- if $preset.gpu }}true{{ end -}}
+{{- end }}
+
+{{- define "facellm.modelId" -}}
+{{- $preset := include "facellm.preset" . | fromJson -}}
+{{- default $preset.model .Values.model.id -}}
+{{- end }}
+
+{{- define "facellm.image" -}}
+{{- $tag := .Values.image.tag -}}
+{{- if not $tag -}}
+{{- $tag = ternary (printf "%s-cpu" .Chart.AppVersion) .Chart.AppVersion (not (include "facellm.usesGpu" .)) -}}
+{{- end -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end }}
+
+{{/* Grace period: must outlast the preStop sleep plus the server's drain. */}}
+{{- define "facellm.terminationGracePeriodSeconds" -}}
+{{- $needed := add (int .Values.preStopSleepSeconds) (int .Values.server.drainTimeoutSeconds) -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add $needed 15 -}}
+{{- else if le (int .Values.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + server.drainTimeoutSeconds (%d), or in-flight requests are killed" (int .Values.terminationGracePeriodSeconds) $needed) -}}
+{{- else -}}
+{{- int .Values.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end }}
+
+{{- define "facellm.startupFailureThreshold" -}}
+{{- $preset := include "facellm.preset" . | fromJson -}}
+{{- $budget := int (default $preset.startupSeconds .Values.probes.startupSeconds) -}}
+{{- $period := int .Values.probes.startupPeriodSeconds -}}
+{{- div (add $budget $period -1) $period -}}
+{{- end }}
+
+{{- define "facellm.apiKeysSecret" -}}
+{{- default (printf "%s-api-keys" (include "facellm.fullname" .)) .Values.auth.existingSecret -}}
+{{- end }}
+
+{{- define "facellm.modelCacheClaim" -}}
+{{- default (printf "%s-model-cache" (include "facellm.fullname" .)) .Values.modelCache.persistence.existingClaim -}}
+{{- end }}
+
+{{/* JSON schema cannot compare two fields: maxReplicas >= minReplicas is checked here. */}}
+{{- define "facellm.checkAutoscaling" -}}
+{{- $a := .Values.autoscaling -}}
+{{- if lt (int $a.maxReplicas) (int $a.minReplicas) -}}
+{{- fail (printf "autoscaling.maxReplicas (%d) is below autoscaling.minReplicas (%d)" (int $a.maxReplicas) (int $a.minReplicas)) -}}
+{{- end -}}
+{{- end }}
