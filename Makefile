@@ -17,7 +17,7 @@ export FACELLM_DTYPE ?= bfloat16
 endif
 export VLLM_HOST_IP ?= 127.0.0.1
 
-.PHONY: help venv serve test unit lint fmt typecheck check-deploy loadtest bench settings-doc clean
+.PHONY: help venv tools serve test unit lint fmt typecheck check-deploy loadtest bench settings-doc clean
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ venv: $(STAMP)  ## Create .venv with vLLM (CPU or GPU build) and dev tools
 serve: $(STAMP)  ## Serve on 127.0.0.1:8000 (default: the demo model; FACELLM_MODEL=... for real weights)
 	$(BIN)/facellm-server
 
-test: $(STAMP) lint typecheck check-deploy  ## Lint, type-check, deploy checks, the whole suite
+tools:  ## Test tools outside PyPI: promtool (Debian's prometheus package)
+	bash scripts/install_promtool.sh
+
+test: $(STAMP) tools lint typecheck check-deploy  ## Lint, type-check, deploy checks, the whole suite
 	$(BIN)/pytest -m "not deploy"
 
 unit: $(STAMP)  ## Fast tests only (no engine, no server process)
