@@ -68,3 +68,6 @@ bench: $(STAMP)  ## Side-by-side benchmark: engine-only vs this server vs vLLM's
 
 clean:  ## Remove the venv and caches (not the demo model cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+settings-doc: $(STAMP)  ## Print the README's settings table from server/config.py
+	$(BIN)/python scripts/settings_table.py
