@@ -12,10 +12,8 @@ from server.config import Settings
 
 def _default(field_name: str) -> str:
     field = Settings.model_fields[field_name]
-    if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
-    else:
-        value = field.default
+    factory = field.default_factory
+    value = factory() if factory is not None else field.default  # type: ignore[call-arg]
     if value is PydanticUndefined or value is None:
         return ""
     if field_name == "model_cache_dir":

@@ -1,4 +1,4 @@
-"""Settings: every field is an env var and a CLI flag, documented, and the README table is current."""
+"""Settings: every field is an env var and a CLI flag, documented; the README table is current."""
 
 from __future__ import annotations
 
