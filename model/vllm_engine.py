@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from model.engine import (
     ChatMessage,
     Engine,
@@ -93,7 +95,19 @@ class VLLMEngine(Engine):
         )
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()
+        await self._warm_up()
         log.info("engine started", extra={"model": c.served_model_name})
+
+    async def _warm_up(self) -> None:
+        """One small image request: the first caller should not pay for the image path setup."""
+        image = Image.new("RGB", (64, 64), (128, 128, 128))
+        request = GenerationRequest(
+            request_id="warmup",
+            messages=(ChatMessage(role="user", parts=(image, "warm up")),),
+            sampling=SamplingOptions(max_tokens=2, temperature=0.0),
+        )
+        async for _ in self.generate(request):
+            pass
 
     def render_prompt(self, messages: Sequence[ChatMessage]) -> str:
         prompt: str = self._tokenizer.apply_chat_template(

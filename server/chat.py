@@ -143,8 +143,7 @@ class ChatService:
             structured=structured_output(req),
         )
 
-    async def complete(self, req: p.ChatCompletionRequest) -> p.ChatCompletion:
-        gen = await self.prepare(req)
+    async def complete(self, gen: GenerationRequest) -> p.ChatCompletion:
         text: list[str] = []
         logprobs: list[TokenLogprob] = []
         last: GenerationChunk | None = None

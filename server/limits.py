@@ -7,13 +7,10 @@ count tells the SIGTERM drain when the last request has finished.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypeVar
 
 from server.errors import Overloaded, Unavailable
-
-T = TypeVar("T")
 
 
 class Admission:
@@ -60,16 +57,3 @@ class Admission:
         finally:
             self.pre_engine -= 1
 
-
-async def released_after(stream: AsyncIterator[T], release: Callable[[], None]) -> AsyncIterator[T]:
-    """Re-yield a stream and release its slot when it ends, fails or is closed."""
-    try:
-        async for item in stream:
-            yield item
-    finally:
-        release()
-
-
-async def guarded(admission: Admission, work: Callable[[], Awaitable[T]]) -> T:
-    async with admission.slot():
-        return await work()

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from server.cancellation import unless_disconnected
 from server.errors import ERROR_RESPONSES
 from server.protocol import ChatCompletion, ChatCompletionRequest
-from server.state import ChatDep
+from server.state import ChatDep, StateDep
 
 router = APIRouter(tags=["chat"])
 
@@ -19,12 +19,13 @@ router = APIRouter(tags=["chat"])
     responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, chat: ChatDep, request: Request
+    body: ChatCompletionRequest, chat: ChatDep, state: StateDep, request: Request
 ) -> ChatCompletion | StreamingResponse:
+    # Prepared before any header goes out, so bad input still gets its 4xx status.
+    async with state.admission.preparing():
+        generation = await chat.prepare(body)
     if not body.stream:
-        return await unless_disconnected(request, chat.complete(body))
-    # Prepare before the headers go out, so bad input still gets its 4xx status.
-    generation = await chat.prepare(body)
+        return await unless_disconnected(request, chat.complete(generation))
     return StreamingResponse(
         chat.stream(body, generation),
         media_type="text/event-stream",
