@@ -20,6 +20,7 @@ from server.chat import ChatLimits, ChatService
 from server.config import Settings
 from server.errors import register_error_handlers
 from server.faces import FaceLimits, FacesService
+from server.images import ImageLoader
 from server.limits import Admission
 from server.media import MediaPolicy
 from server.metrics import Metrics
@@ -69,7 +70,7 @@ def build_state(
     metrics: Metrics,
     admission: Admission,
 ) -> AppState:
-    media = MediaPolicy.from_settings(settings)
+    images = ImageLoader(MediaPolicy.from_settings(settings), metrics, http_client)
     chat_limits = ChatLimits(
         max_messages=settings.max_messages,
         max_text_chars=settings.max_text_chars,
@@ -82,14 +83,14 @@ def build_state(
         engine,
         AttributePolicy.from_names(settings.attributes),
         make_detector(settings.face_detector, settings.yunet_model_path),
-        media,
+        images,
         FaceLimits(max_faces=settings.max_faces, request_timeout_s=settings.request_timeout_s),
         metrics,
     )
     return AppState(
         settings=settings,
         engine=engine,
-        chat=ChatService(engine, chat_limits, media, metrics, http_client),
+        chat=ChatService(engine, chat_limits, images),
         faces=faces_service,
         admission=admission,
         metrics=metrics,

@@ -13,9 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
-from PIL import Image
-
 from model.engine import (
     ChatMessage,
     Engine,
@@ -28,8 +25,7 @@ from model.engine import (
 from server import protocol as p
 from server.errors import APIError, InvalidRequest, NotFound
 from server.generation import run_generation
-from server.media import MediaPolicy, load_image
-from server.metrics import Metrics
+from server.images import ImageLoader
 
 
 @dataclass(frozen=True)
@@ -47,15 +43,11 @@ class ChatService:
         self,
         engine: Engine,
         limits: ChatLimits,
-        media: MediaPolicy,
-        metrics: Metrics,
-        http_client: httpx.AsyncClient | None = None,
+        images: ImageLoader,
     ) -> None:
         self.engine = engine
         self.limits = limits
-        self.media = media
-        self.metrics = metrics
-        self.http_client = http_client
+        self.images = images
 
     async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
         """Validate what pydantic cannot, load images, and build the engine request."""
@@ -96,12 +88,7 @@ class ChatService:
                 param="messages",
                 code="too_many_images",
             )
-        decoded = await asyncio.gather(
-            *(
-                load_image(url, self.media, client=self.http_client, param=param)
-                for param, url in images
-            )
-        )
+        decoded = await asyncio.gather(*(self.images.load(url, param) for param, url in images))
         by_url = iter(decoded)
         return tuple(
             ChatMessage(
@@ -110,12 +97,6 @@ class ChatService:
             )
             for m in messages
         )
-
-    async def _image(self, url: str, param: str) -> Image.Image:
-        start = time.perf_counter()
-        image = await load_image(url, self.media, client=self.http_client, param=param)
-        self.metrics.image_decode.observe(time.perf_counter() - start)
-        return image
 
     def _sampling(self, req: p.ChatCompletionRequest) -> SamplingOptions:
         lim = self.limits

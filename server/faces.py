@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from functools import cache
@@ -28,7 +27,7 @@ from model.engine import (
 from server import protocol as p
 from server.errors import APIError, BadModelAnswer, InvalidRequest, NotFound, Unprocessable
 from server.generation import run_generation
-from server.media import MediaPolicy, decode_base64_image, load_image
+from server.images import ImageLoader
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,14 @@ class FacesService:
         engine: Engine,
         policy: attrs.AttributePolicy,
         detector: FaceDetector,
-        media: MediaPolicy,
+        images: ImageLoader,
         limits: FaceLimits,
         metrics: Metrics,
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.detector = detector
-        self.media = media
+        self.images = images
         self.limits = limits
         self.metrics = metrics
 
@@ -84,7 +83,7 @@ class FacesService:
                 param=f"attributes.{e.name}" if e.name != "attributes" else "attributes",
                 code="attribute_not_served",
             ) from None
-        image = await self._decode(req.image)
+        image = await self.images.load(req.image, "image", raw_base64=True)
         max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
         if not req.detect:
             return names, [whole_image_box(image)], image
@@ -97,16 +96,6 @@ class FacesService:
                 code="no_face_detected",
             )
         return names, boxes, image
-
-    async def _decode(self, image: str) -> Image.Image:
-        start = time.perf_counter()
-        scheme = image[:8].lower()
-        if scheme.startswith(("data:", "http:", "https:")):
-            decoded = await load_image(image, self.media, param="image")
-        else:
-            decoded = await asyncio.to_thread(decode_base64_image, image, self.media, param="image")
-        self.metrics.image_decode.observe(time.perf_counter() - start)
-        return decoded
 
     async def analyze(
         self, names: tuple[str, ...], boxes: list[Box], image: Image.Image

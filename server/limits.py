@@ -56,4 +56,3 @@ class Admission:
             yield
         finally:
             self.pre_engine -= 1
-

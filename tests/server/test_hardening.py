@@ -148,3 +148,19 @@ async def test_oversized_body_is_413_in_the_envelope(tmp_path: Path) -> None:
         assert (
             await client.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}]})
         ).status_code == 200
+
+
+async def test_images_are_logged_as_digests_and_timed(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = data_url(astronaut())
+    with caplog.at_level("INFO"):
+        assert (await client.post(CHAT, json=chat_body())).status_code == 200
+    (record,) = [r for r in caplog.records if r.getMessage() == "image decoded"]
+    assert (record.width, record.height, len(record.sha256_16)) == (512, 512, 16)  # type: ignore[attr-defined]
+    payload = url.split(",", 1)[1]
+    assert not any(
+        payload[:64] in r.getMessage() or payload[:64] in str(r.__dict__) for r in caplog.records
+    )
+    scraped = (await client.get("/metrics")).text
+    assert "facellm_image_decode_seconds_count 1.0" in scraped
