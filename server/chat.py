@@ -146,8 +146,25 @@ class ChatService:
             usage=_usage(last),
         )
 
-    async def stream(
+    async def open_stream(
         self, req: p.ChatCompletionRequest, gen: GenerationRequest
+    ) -> AsyncIterator[str]:
+        """Wait for the engine's first chunk before any header goes out, so what only the engine
+        refuses (a schema or regex it cannot compile, a prompt past the context) still gets its
+        4xx status instead of a 200 and an in-band error."""
+        chunks = run_generation(self.engine, gen, self.limits.request_timeout_s)
+        try:
+            first = await anext(chunks, None)
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return self._frames(req, gen, _prepend(first, chunks))
+
+    async def _frames(
+        self,
+        req: p.ChatCompletionRequest,
+        gen: GenerationRequest,
+        chunks: AsyncIterator[GenerationChunk],
     ) -> AsyncIterator[str]:
         """SSE frames. Errors after the headers went out travel in-band, then `[DONE]`."""
         created = int(time.time())
@@ -166,7 +183,7 @@ class ChatService:
         try:
             yield frame([p.ChunkChoice(delta=p.Delta(role="assistant", content=""))])
             last: GenerationChunk | None = None
-            async for chunk in run_generation(self.engine, gen, self.limits.request_timeout_s):
+            async for chunk in chunks:
                 last = chunk
                 lp = _logprobs(list(chunk.logprobs)) if gen.sampling.logprobs is not None else None
                 yield frame(
@@ -183,6 +200,15 @@ class ChatService:
         except APIError as e:
             yield f"data: {json.dumps(e.body())}\n\n"
         yield "data: [DONE]\n\n"
+
+
+async def _prepend(
+    first: GenerationChunk | None, rest: AsyncIterator[GenerationChunk]
+) -> AsyncIterator[GenerationChunk]:
+    if first is not None:
+        yield first
+        async for chunk in rest:
+            yield chunk
 
 
 def structured_output(req: p.ChatCompletionRequest) -> StructuredOutput | None:

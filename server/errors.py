@@ -115,6 +115,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text} for status, text in _DESCRIPTIONS.items()
 }
 
+_HTTP_CODES = {
+    400: "invalid_request",  # e.g. a body FastAPI cannot parse (nested past the recursion limit)
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",  # the body cap, tripped while FastAPI reads a chunked body
+}
+
 
 def error_body(message: str, type_: str, code: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -144,7 +151,7 @@ def register_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         return JSONResponse(
             error_body(str(exc.detail), kind, code), exc.status_code, headers=exc.headers

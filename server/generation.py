@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from model.engine import (
     Engine,
@@ -28,13 +28,19 @@ _TOO_LONG = re.compile(r"longer than the maximum model length|maximum context le
 
 async def run_generation(
     engine: Engine, request: GenerationRequest, timeout_s: float | None = None
-) -> AsyncIterator[GenerationChunk]:
+) -> AsyncGenerator[GenerationChunk, None]:
     """Stream the engine's chunks; closing this iterator early aborts the engine request."""
     stream = engine.generate(request)
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     try:
-        async with asyncio.timeout(timeout_s):
-            async for chunk in stream:
-                yield chunk
+        while True:
+            # Entered per chunk, not around the loop: a timeout is bound to one task, and a
+            # streamed response is primed in the handler's task and drained in Starlette's.
+            async with asyncio.timeout_at(deadline):
+                chunk = await anext(stream, None)
+            if chunk is None:
+                return
+            yield chunk
     except TimeoutError:
         await engine.abort(request.request_id)
         raise Timeout(

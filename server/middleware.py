@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, PayloadTooLarge
@@ -68,7 +69,7 @@ class RequestContext:
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
                 if seen["received"] > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -82,7 +83,7 @@ class RequestContext:
 
         try:
             if _declared_length(scope) > self.max_body_bytes:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(self.max_body_bytes)
             await self.app(scope, capped_receive, tracking_send)
         except _BodyTooLarge:
             if seen["started"]:
@@ -144,8 +145,11 @@ class AdmissionGate:
             self.admission.release()
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parsing re-raises it instead of answering 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds {limit} bytes.")
 
 
 def _request_id(scope: Scope) -> str:

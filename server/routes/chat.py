@@ -26,8 +26,9 @@ async def create_chat_completion(
         generation = await chat.prepare(body)
     if not body.stream:
         return await unless_disconnected(request, chat.complete(generation))
+    frames = await unless_disconnected(request, chat.open_stream(body, generation))
     return StreamingResponse(
-        chat.stream(body, generation),
+        frames,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
