@@ -29,7 +29,7 @@ class APIKeyAuth:
     def __init__(self, keys: tuple[bytes, ...]) -> None:
         self.keys = keys
 
-    def __call__(self, request: Request) -> None:
+    async def __call__(self, request: Request) -> None:  # async: no thread-pool hand-off
         if not self.keys:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

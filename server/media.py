@@ -175,10 +175,12 @@ def decode_image_bytes(
     if fmt == "WEBP" and (size := _webp_canvas_size(data)) is not None:
         _check_pixels(size, policy, param)  # libwebp allocates the canvas inside Image.open
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:
-            _check_pixels(im.size, policy, param)
-            im.load()
-            return _to_rgb(ImageOps.exif_transpose(im))
+        # No `with`: closing would free the pixels, forcing a copy of every image we return.
+        im = Image.open(io.BytesIO(data), formats=[fmt])
+        _check_pixels(im.size, policy, param)
+        im.load()
+        ImageOps.exif_transpose(im, in_place=True)
+        return _to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_large("Image dimensions exceed the decoder's safety limit.", param) from None
     except (InvalidRequest, PayloadTooLarge, MemoryError):

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import APIError, PayloadTooLarge
 from server.limits import Admission
-from server.logs import request_id_var
+from server.logs import request_id_var, request_images_var
 from server.metrics import Metrics
 
 log = logging.getLogger("server.access")
@@ -60,6 +60,8 @@ class RequestContext:
             return
         rid = _request_id(scope)
         token = request_id_var.set(rid)
+        images: list[dict[str, object]] = []
+        images_token = request_images_var.set(images)
         echo = [(b"x-request-id", rid.encode())]
         start = time.perf_counter()
         seen: dict[str, Any] = {"status": 500, "received": 0, "sent": 0, "started": False}
@@ -97,13 +99,16 @@ class RequestContext:
                 echo,
             )
         finally:
-            self._log(scope, seen, start)
+            self._log(scope, seen, start, images)
+            request_images_var.reset(images_token)
             request_id_var.reset(token)
 
     def _observe_latency(self, scope: Scope, start: float) -> None:
         self.metrics.http_latency.labels(_route(scope)).observe(time.perf_counter() - start)
 
-    def _log(self, scope: Scope, seen: dict[str, Any], start: float) -> None:
+    def _log(
+        self, scope: Scope, seen: dict[str, Any], start: float, images: list[dict[str, object]]
+    ) -> None:
         route = _route(scope)
         self.metrics.http_requests.labels(route, scope["method"], str(seen["status"])).inc()
         if route in ("/health", "/ready", "/metrics"):
@@ -118,6 +123,7 @@ class RequestContext:
                 "bytes_in": seen["received"],
                 "bytes_out": seen["sent"],
                 "duration_ms": round((time.perf_counter() - start) * 1000, 1),
+                **({"images": images} if images else {}),
             },
         )
 

@@ -28,17 +28,19 @@ class AppState:
     created: int = 0
 
 
-def get_state(request: Request) -> AppState:
+# `async def`, though they never await: FastAPI runs plain `def` dependencies in a thread pool,
+# a hand-off that costs more than the lookup on every request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.facellm
     return state
 
 
-def get_chat(request: Request) -> ChatService:
-    return get_state(request).chat
+async def get_chat(request: Request) -> ChatService:
+    return (await get_state(request)).chat
 
 
-def get_faces(request: Request) -> FacesService:
-    return get_state(request).faces
+async def get_faces(request: Request) -> FacesService:
+    return (await get_state(request)).faces
 
 
 StateDep = Annotated[AppState, Depends(get_state)]

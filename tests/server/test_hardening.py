@@ -156,11 +156,10 @@ async def test_images_are_logged_as_digests_and_timed(
     url = data_url(astronaut())
     with caplog.at_level("INFO"):
         assert (await client.post(CHAT, json=chat_body())).status_code == 200
-    (record,) = [r for r in caplog.records if r.getMessage() == "image decoded"]
-    assert (record.width, record.height, len(record.sha256_16)) == (512, 512, 16)  # type: ignore[attr-defined]
+    (record,) = [r for r in caplog.records if r.name == "server.access"]
+    (image,) = record.images  # type: ignore[attr-defined]
+    assert (image["width"], image["height"], len(image["sha256_16"])) == (512, 512, 16)
     payload = url.split(",", 1)[1]
-    assert not any(
-        payload[:64] in r.getMessage() or payload[:64] in str(r.__dict__) for r in caplog.records
-    )
+    assert not any(payload[:64] in str(r.__dict__) for r in caplog.records)
     scraped = (await client.get("/metrics")).text
     assert "facellm_image_decode_seconds_count 1.0" in scraped
