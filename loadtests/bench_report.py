@@ -1,0 +1,155 @@
+"""Benchmark runs → medians and spreads per system and concurrency, ratios, a Markdown report.
+
+Ratios are taken within a repeat (same images, same machine state, minutes apart) and then
+summarised over repeats, so their spread shows how far a single comparison can be trusted.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+METRICS = (
+    "req_per_s",
+    "tok_per_s",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "e2e_p50_ms",
+    "e2e_p95_ms",
+    "others_cpu_share",
+)
+ROLES = ("front", "engine_core", "worker", "client")
+OURS, CEILING, VLLM = "facellm", "engine", "vllm"
+LABELS = {CEILING: "engine only (ceiling)", OURS: "FaceLLM Serve", VLLM: "vLLM OpenAI server"}
+# The goal for this layer (issue 6): near-ceiling throughput and p50 latency at every point.
+MIN_THROUGHPUT_RATIO = 0.9
+MAX_LATENCY_RATIO = 1.1
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _by_key(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, int, int], dict[str, Any]]:
+    return {
+        (run["system"], run["repeat"], point["concurrency"]): point
+        for run in runs
+        for point in run["points"]
+    }
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """{concurrency: {"systems": {system: {metric: spread}}, "ratios": {name: spread}}}."""
+    points = _by_key(runs)
+    repeats = sorted({r for _, r, _ in points})
+    summary: dict[str, Any] = {}
+    for c in sorted({c for _, _, c in points}):
+        systems = {
+            s: {m: spread([points[s, r, c][m] for r in repeats]) for m in METRICS}
+            | {"errors": sum(points[s, r, c]["errors"] for r in repeats)}
+            | {"cpu_ms_per_request": _cpu(points, s, c, repeats)}
+            for s in (CEILING, OURS, VLLM)
+            if all((s, r, c) in points for r in repeats)
+        }
+        ratios: dict[str, dict[str, float]] = {}
+        for other in (CEILING, VLLM):
+            if other not in systems or OURS not in systems:
+                continue
+            for metric in ("req_per_s", "ttft_p50_ms", "e2e_p50_ms"):
+                ratios[f"{metric} ours/{other}"] = spread(
+                    [points[OURS, r, c][metric] / points[other, r, c][metric] for r in repeats]
+                )
+        summary[str(c)] = {"systems": systems, "ratios": ratios}
+    return summary
+
+
+def _cpu(
+    points: Mapping[tuple[str, int, int], Mapping[str, Any]],
+    system: str,
+    c: int,
+    repeats: list[int],
+) -> dict[str, float]:
+    """Median CPU milliseconds per request of each of the system's processes."""
+    return {
+        role: statistics.median(
+            points[system, r, c]["cpu_ms_per_request"].get(role, 0.0) for r in repeats
+        )
+        for role in ROLES
+    }
+
+
+def _cell(s: Mapping[str, float], digits: int = 0) -> str:
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+def goal_met(ratios: Mapping[str, Mapping[str, float]]) -> str:
+    thr = ratios.get(f"req_per_s ours/{CEILING}")
+    lat = ratios.get(f"e2e_p50_ms ours/{CEILING}")
+    if thr is None or lat is None:
+        return "n/a"
+    ok = thr["median"] >= MIN_THROUGHPUT_RATIO and lat["median"] <= MAX_LATENCY_RATIO
+    return "yes" if ok else "**no**"
+
+
+def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """Two tables: absolute numbers per system, then our ratios against the other two."""
+    lines = [
+        "# Benchmark: engine only vs FaceLLM Serve vs vLLM's OpenAI server",
+        "",
+        f"{meta['repeats']} repeats; {meta['max_tokens']} output tokens; "
+        f"{meta['image_size']}² JPEG, a different one per request; {meta['cpus']} CPUs; "
+        f"{meta['wall_s']} s in all. Median over repeats (min–max). "
+        "Others' CPU %: the most that processes outside the benchmark took in a repeat.",
+        "",
+        "| conc | system | req/s | output tok/s | TTFT p50 ms | TTFT p95 ms "
+        "| e2e p50 ms | e2e p95 ms | errors | others' CPU % |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c, point in summary.items():
+        for system, m in point["systems"].items():
+            lines.append(
+                f"| {c} | {LABELS[system]} | {_cell(m['req_per_s'], 1)} | {_cell(m['tok_per_s'])} "
+                f"| {_cell(m['ttft_p50_ms'], 1)} | {_cell(m['ttft_p95_ms'], 1)} "
+                f"| {_cell(m['e2e_p50_ms'], 1)} | {_cell(m['e2e_p95_ms'], 1)} | {m['errors']} "
+                f"| {100 * m['others_cpu_share']['max']:.0f} |"
+            )
+    lines += [
+        "",
+        f"Goal: throughput ≥ {MIN_THROUGHPUT_RATIO} × ceiling and p50 e2e ≤ "
+        f"{MAX_LATENCY_RATIO} × ceiling.",
+        "",
+        "| conc | req/s ours/ceiling | req/s ours/vLLM | e2e p50 ours/ceiling "
+        "| e2e p50 ours/vLLM | TTFT p50 ours/ceiling | TTFT p50 ours/vLLM | goal met |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c, point in summary.items():
+        r = point["ratios"]
+
+        def ratio(name: str, r: Mapping[str, Mapping[str, float]] = r) -> str:
+            return _cell(r[name], 2) if name in r else "n/a"
+
+        lines.append(
+            f"| {c} | {ratio(f'req_per_s ours/{CEILING}')} | {ratio(f'req_per_s ours/{VLLM}')} "
+            f"| {ratio(f'e2e_p50_ms ours/{CEILING}')} | {ratio(f'e2e_p50_ms ours/{VLLM}')} "
+            f"| {ratio(f'ttft_p50_ms ours/{CEILING}')} | {ratio(f'ttft_p50_ms ours/{VLLM}')} "
+            f"| {goal_met(r)} |"
+        )
+    return "\n".join([*lines, "", *cpu_table(summary)]) + "\n"
+
+
+def cpu_table(summary: Mapping[str, Any]) -> list[str]:
+    """Where the CPU goes per request; a layer's cost is its front process minus the ceiling's."""
+    lines = [
+        "CPU ms per request (median over repeats). Front: the process that takes requests "
+        "(the HTTP server, or the ceiling's in-process driver); client: the HTTP load generator.",
+        "",
+        "| conc | system | front | EngineCore | worker | client | total |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for c, point in summary.items():
+        for system, m in point["systems"].items():
+            cpu = m["cpu_ms_per_request"]
+            cells = " | ".join(f"{cpu[role]:.2f}" for role in ROLES)
+            lines.append(f"| {c} | {LABELS[system]} | {cells} | {sum(cpu.values()):.2f} |")
+    return lines

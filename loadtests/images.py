@@ -1,0 +1,50 @@
+"""Face images for load: crops, flips, scales and exposure shifts of scikit-image's astronaut.
+
+Every index gives a different picture (so no image or prefix cache can flatter a system), the same
+index always gives the same bytes (so two systems see identical load), and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from functools import cache
+
+from PIL import Image, ImageEnhance, ImageOps
+
+# The astronaut's face box in the 512×512 original (OpenCV Haar cascade; see FIELD-NOTES).
+_FACE = (177, 66, 95, 95)
+_ORIGINAL_SIDE = 512
+
+
+@cache
+def astronaut() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+def face_variant(index: int, size: int = 256) -> Image.Image:
+    """The `index`-th variant: a square crop around the face, maybe mirrored, resized to `size`."""
+    rng = random.Random(index)
+    x, y, w, h = _FACE
+    side = rng.randint(int(1.5 * w), _ORIGINAL_SIDE - 64)
+    left = rng.randint(max(0, x + w - side), min(x, _ORIGINAL_SIDE - side))
+    top = rng.randint(max(0, y + h - side), min(y, _ORIGINAL_SIDE - side))
+    image = astronaut().crop((left, top, left + side, top + side))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))
+    return image.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def jpeg_data_url(image: Image.Image, quality: int = 90) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def face_data_urls(count: int, size: int = 256, start: int = 0) -> list[str]:
+    """`count` distinct JPEG data URLs, variants `start` … `start + count - 1`."""
+    return [jpeg_data_url(face_variant(i, size)) for i in range(start, start + count)]
