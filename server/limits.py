@@ -19,7 +19,6 @@ class Admission:
         self.retry_after_s = retry_after_s
         self.in_flight = 0
         self.pre_engine = 0  # admitted, still decoding images / detecting faces
-        self.rejected = 0
         self.draining = False
 
     def acquire(self) -> None:
@@ -30,7 +29,6 @@ class Admission:
                 headers={"Retry-After": "1"},
             )
         if self.in_flight >= self.max_in_flight:
-            self.rejected += 1
             raise Overloaded(
                 "The server is at capacity; retry shortly.",
                 headers={"Retry-After": str(self.retry_after_s)},
