@@ -171,7 +171,9 @@ class ChatService:
         """SSE frames. Errors after the headers went out travel in-band, then `[DONE]`.
 
         Frames are built from plain dicts: this runs once per token, where pydantic models cost
-        several times more than `json.dumps` for the same bytes."""
+        several times more than `json.dumps` for the same bytes. Frames that are ready together
+        go out in one write (the opening role chunk with the first token; the last token with
+        usage and `[DONE]`): every write costs a syscall here and a wake-up in the client."""
         head = {
             "id": gen.request_id,
             "object": "chat.completion.chunk",
@@ -193,23 +195,34 @@ class ChatService:
                 choice["logprobs"] = _logprobs(list(chunk.logprobs)).model_dump()
             return frame([choice])
 
+        held = frame(
+            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+        )
         try:
-            yield frame(
-                [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-            )
-            last = first
-            if first is not None:
-                yield token_frame(first)
-                async for chunk in chunks:
-                    last = chunk
-                    yield token_frame(chunk)
+            last = None
+            async for last in _chained(first, chunks):
+                held += token_frame(last)
+                if last.finish_reason is None:  # the final chunk waits for usage and [DONE]
+                    yield held
+                    held = ""
             if req.stream_options and req.stream_options.include_usage and last is not None:
-                yield frame([], usage=_usage(last).model_dump())
+                held += frame([], usage=_usage(last).model_dump())
         except APIError as e:
-            yield f"data: {json.dumps(e.body())}\n\n"
+            held += f"data: {json.dumps(e.body())}\n\n"
         finally:
             await chunks.aclose()
-        yield "data: [DONE]\n\n"
+        yield held + "data: [DONE]\n\n"
+
+
+async def _chained(
+    first: GenerationChunk | None, rest: AsyncIterator[GenerationChunk]
+) -> AsyncIterator[GenerationChunk]:
+    """`first`, then the rest; nothing if `first` is None (the stream ended before a chunk)."""
+    if first is None:
+        return
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def structured_output(req: p.ChatCompletionRequest) -> StructuredOutput | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from model.fake_engine import FakeEngine
 from tests.images import astronaut, data_url, image_message
@@ -138,3 +140,36 @@ async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
 async def test_malformed_json_body_is_400(client: httpx.AsyncClient) -> None:
     r = await client.post(URL, content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "error" in r.json()
+
+
+async def test_stream_writes_once_per_token_with_opening_and_closing_frames_folded_in(
+    app: FastAPI,
+) -> None:
+    """Every write costs a syscall and a client wake-up: the role chunk rides with the first
+    token, usage and [DONE] with the last one, so five tokens take five writes."""
+    request = json.dumps(body(stream=True, stream_options={"include_usage": True})).encode()
+    writes: list[bytes] = []
+    bodies = [{"type": "http.request", "body": request, "more_body": False}]
+
+    async def receive() -> dict[str, object]:
+        if bodies:
+            return bodies.pop()
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            writes.append(message["body"])  # type: ignore[arg-type]
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": URL, "raw_path": URL.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1), "server": ("test", 80),
+    }  # fmt: skip
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)
+    assert len(writes) == 5  # the fake engine's five tokens
+    assert b'"role": "assistant"' in writes[0] and writes[0].count(b"data: ") == 2
+    assert writes[-1].count(b"data: ") == 3 and writes[-1].endswith(b"data: [DONE]\n\n")
+    assert all(w.count(b"data: ") == 1 for w in writes[1:-1])
