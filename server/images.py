@@ -1,10 +1,9 @@
-"""Every image a request carries passes through `ImageLoader`: decoded under the media policy, off
-the event loop, timed, and recorded for the access log as a digest with sizes — never as bytes,
-base64 or URL."""
+"""Every image a request carries passes through `ImageLoader`: decoded under the media policy
+(off the event loop unless small), timed, and recorded for the access log as a digest with
+sizes — never as bytes, base64 or URL."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 
@@ -12,7 +11,7 @@ import httpx
 from PIL import Image
 
 from server.logs import request_images_var
-from server.media import MediaPolicy, decode_base64_image, load_image
+from server.media import MediaPolicy, decode_async, decode_base64_image, load_image
 from server.metrics import Metrics
 
 _URL_SCHEMES = ("data:", "http:", "https:", "file:", "ftp:")
@@ -34,7 +33,7 @@ class ImageLoader:
         """A URL (`data:`, or http(s) when allowed) — or, with `raw_base64`, bare base64 too."""
         start = time.perf_counter()
         if raw_base64 and not source[:8].lower().startswith(_URL_SCHEMES):
-            image = await asyncio.to_thread(decode_base64_image, source, self.policy, param=param)
+            image = await decode_async(decode_base64_image, source, self.policy, param)
         else:
             image = await load_image(source, self.policy, client=self.client, param=param)
         seconds = time.perf_counter() - start

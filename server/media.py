@@ -19,7 +19,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 from PIL import Image, ImageOps
@@ -32,6 +32,9 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """(host, port) → the addresses a connection to host would use; injectable for tests."""
 
 MAX_REDIRECTS = 3
+# Up to these, an image decodes on the event loop (≈ 1 ms at most); see `decode_async`.
+INLINE_DECODE_CHARS = 128 * 1024
+INLINE_DECODE_PIXELS = 512 * 512
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DECLARED_TYPES = frozenset({"image/jpeg", "image/jpg", "image/png", "image/webp"})
 _UNSUPPORTED_MAGIC: tuple[tuple[int, bytes, str], ...] = (
@@ -112,7 +115,7 @@ async def load_image(
     param: str | None = None,
     resolver: Resolver | None = None,
 ) -> Image.Image:
-    """An `image_url` (data: always, http(s) if allowed) → RGB image; decoding runs off the loop.
+    """An `image_url` (data: always, http(s) if allowed) → RGB image (see `decode_async`).
 
     `client`, if given, should not trust proxy env vars (`trust_env=False`); redirects are
     followed here, and each request sends `Connection: close` so a pooled connection opened
@@ -120,7 +123,7 @@ async def load_image(
     """
     scheme = url[:16].partition(":")[0].lower()
     if scheme == "data":
-        return await asyncio.to_thread(_decode_data_url, url, policy, param)
+        return await decode_async(_decode_data_url, url, policy, param)
     if scheme not in ("http", "https"):
         raise _not_allowed(
             "Only data: image URLs (and http(s) URLs when enabled) are accepted.", param
@@ -132,7 +135,26 @@ async def load_image(
             param,
         )
     data = await _fetch(url, policy, client, resolver or system_resolver, param)
-    return await asyncio.to_thread(decode_image_bytes, data, policy, param=param)
+    return await decode_async(decode_image_bytes, data, policy, param)
+
+
+async def decode_async(
+    decode: Callable[..., Image.Image], source: str | bytes, policy: MediaPolicy, param: str | None
+) -> Image.Image:
+    """`decode(source, policy, param=param)`: on the event loop if the input is small, else in a
+    thread.
+
+    A thread hop costs more than it saves on small images: under load the thread waits for the
+    GIL (measured at 8–32 concurrent requests: p50 ≈ 4 ms, p90 ≈ 10 ms) to do ≈ 0.3 ms of work on
+    a 256² JPEG. Small means few encoded characters *and* few pixels in the header, since a tiny
+    PNG can unpack to megapixels; anything else decodes off the loop."""
+    if len(source) <= INLINE_DECODE_CHARS:
+        small = replace(policy, max_image_pixels=min(policy.max_image_pixels, INLINE_DECODE_PIXELS))
+        try:
+            return decode(source, small, param=param)
+        except PayloadTooLarge:  # too many pixels for the loop; the thread applies the real limits
+            pass
+    return await asyncio.to_thread(decode, source, policy, param=param)
 
 
 def _decode_data_url(url: str, policy: MediaPolicy, param: str | None) -> Image.Image:
@@ -147,7 +169,7 @@ def _decode_data_url(url: str, policy: MediaPolicy, param: str | None) -> Image.
 
 def decode_base64_image(b64: str, policy: MediaPolicy, *, param: str | None = None) -> Image.Image:
     """Raw standard base64 (padding optional, no inner whitespace) → RGB image. CPU-bound:
-    call it through `asyncio.to_thread` from async code."""
+    call it through `decode_async` from async code."""
     text = b64.strip()
     padding = 2 if text.endswith("==") else 1 if text.endswith("=") else 0
     if (len(text) - padding) * 3 // 4 > policy.max_image_bytes:

@@ -293,20 +293,6 @@ def test_webp_canvas_is_checked_before_pil_opens_it(monkeypatch: pytest.MonkeyPa
         decode_image_bytes(webp_vp8x_header(3_000, 3_000), policy())
 
 
-async def test_decoding_runs_off_the_event_loop_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    threads: list[int] = []
-    real = media.decode_image_bytes
-
-    def spy(data: bytes, pol: MediaPolicy, *, param: str | None = None) -> Image.Image:
-        threads.append(threading.get_ident())
-        return real(data, pol, param=param)
-
-    monkeypatch.setattr(media, "decode_image_bytes", spy)
-    await load_image(data_url(encode(Image.new("RGB", (4, 4)), "PNG"), "image/png"), policy())
-    assert threads
-    assert threads[0] != threading.get_ident()
-
-
 # --- URL policy (no fetch needed) ------------------------------------------------------------
 
 
@@ -620,3 +606,43 @@ async def test_https_dials_the_address_but_verifies_the_name() -> None:
 
 async def _any_public(host: str, port: int) -> list[str]:
     return [PUBLIC_IP]
+
+
+@pytest.fixture
+def threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the pixel count of every decode that `decode_async` sends to a thread."""
+    sizes: list[int] = []
+    real = media.asyncio.to_thread
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        image = await real(fn, *args, **kwargs)
+        sizes.append(image.width * image.height)
+        return image
+
+    monkeypatch.setattr(media.asyncio, "to_thread", spy)
+    return sizes
+
+
+async def test_small_images_decode_on_the_loop(threads: list[int]) -> None:
+    im = await load_image(data_url(encode(red_blue(), "JPEG")), policy())
+    assert im.size == (40, 20) and threads == []
+
+
+async def test_a_few_bytes_that_unpack_to_many_pixels_decode_in_a_thread(
+    threads: list[int],
+) -> None:
+    """A flat 1500² PNG is a few KB: the header, not the length, says it is costly to decode."""
+    data = encode(Image.new("RGB", (1500, 1500), (9, 9, 9)), "PNG")
+    assert len(data) < media.INLINE_DECODE_CHARS
+    im = await load_image(data_url(data, "image/png"), policy(max_image_pixels=1500 * 1500))
+    assert im.size == (1500, 1500) and threads == [1500 * 1500]
+    with pytest.raises(PayloadTooLarge):  # the real limit still holds, in the thread
+        await load_image(data_url(data, "image/png"), policy(max_image_pixels=1000 * 1000))
+
+
+async def test_long_payloads_decode_in_a_thread(threads: list[int]) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(noise), "PNG")
+    assert len(data) > media.INLINE_DECODE_CHARS and media.INLINE_DECODE_PIXELS >= 300 * 300
+    im = await load_image(data_url(data, "image/png"), policy())
+    assert im.size == (300, 300) and threads == [300 * 300]
