@@ -48,6 +48,7 @@ class VLLMConfig:
     max_images_per_prompt: int = 4
     structured_outputs_backend: str = "xgrammar"
     disable_any_whitespace: bool = True
+    stream_interval: int = 1
 
 
 def to_hf_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -92,6 +93,7 @@ class VLLMEngine(Engine):
                 disable_any_whitespace=c.disable_any_whitespace,
             ),
             enable_log_requests=False,
+            stream_interval=c.stream_interval,
         )
         self._llm = AsyncLLM.from_engine_args(args)
         self._tokenizer = self._llm.get_tokenizer()

@@ -52,6 +52,7 @@ def build_engine(settings: Settings) -> Engine:
             max_images_per_prompt=settings.max_images_per_prompt,
             structured_outputs_backend=settings.structured_outputs_backend,
             disable_any_whitespace=settings.disable_any_whitespace,
+            stream_interval=settings.stream_interval,
         )
     )
 
