@@ -1,8 +1,10 @@
-"""Side-by-side benchmark: engine-only ceiling vs this server vs vLLM's own OpenAI server.
+"""Side-by-side benchmark: engine-only ceiling, HTTP floor, this server, vLLM's OpenAI server.
 
     python -m loadtests.bench [--concurrency 1 8 32] [--repeats 3] [--out results]
 
 Same machine, same demo model, same engine settings, same requests (one distinct image each).
+The HTTP floor (`loadtests.bench_floor`) is the least any HTTP front can do around the same engine:
+it splits what HTTP itself costs here from what this server's layer adds.
 With 2 cores nothing runs beside the system under test: each repeat starts every system afresh,
 one at a time, in a rotated order (so no system always goes first, or last), and stops it before
 the next. A point during which other processes took more than --max-noise of the CPUs is measured
@@ -38,7 +40,7 @@ from loadtests.cpu import NoisePolicy
 log = logging.getLogger("loadtests.bench")
 
 ROOT = Path(__file__).resolve().parent.parent
-SYSTEMS = ("engine", "facellm", "vllm")
+SYSTEMS = ("engine", "floor", "facellm", "vllm")
 PORTS = range(8121, 8140)
 START_TIMEOUT_S = 240
 ENGINE_RUN_TIMEOUT_S = 600
@@ -56,6 +58,7 @@ class Bench:
     repeats: int
     max_tokens: int
     image_size: int
+    stream_interval: int
     warmup: int
     logs: Path
     noise: NoisePolicy  # own_groups is filled in per system
@@ -138,8 +141,17 @@ def server_command(system: str, bench: Bench, port: int) -> tuple[list[str], dic
             "FACELLM_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
             "FACELLM_MAX_NUM_SEQS": str(MAX_NUM_SEQS),
             "FACELLM_MAX_IMAGES_PER_PROMPT": str(MAX_IMAGES),
+            "FACELLM_STREAM_INTERVAL": str(bench.stream_interval),
         }
         return [sys.executable, "-m", "server"], env, "/ready"
+    if system == "floor":
+        cmd = [
+            *(sys.executable, "-m", "loadtests.bench_floor", "--model-dir", str(bench.model_dir)),
+            *("--port", str(port), "--max-model-len", str(MAX_MODEL_LEN)),
+            *("--max-num-seqs", str(MAX_NUM_SEQS), "--max-images", str(MAX_IMAGES)),
+            *("--stream-interval", str(bench.stream_interval)),
+        ]
+        return cmd, env, "/health"
     cmd = [
         *(sys.executable, "-m", "vllm.entrypoints.openai.api_server"),
         *("--model", str(bench.model_dir), "--served-model-name", "demo"),
@@ -147,6 +159,7 @@ def server_command(system: str, bench: Bench, port: int) -> tuple[list[str], dic
         *("--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", str(MAX_NUM_SEQS)),
         *("--dtype", "bfloat16", "--limit-mm-per-prompt", json.dumps({"image": MAX_IMAGES})),
         *("--structured-outputs-config", STRUCTURED),
+        *("--stream-interval", str(bench.stream_interval)),
         *("--generation-config", "vllm"),  # sampling from the request alone, as in ours
     ]
     return cmd, env, "/health"
@@ -183,7 +196,8 @@ def run_engine(bench: Bench, repeat: int, image_offset: int) -> dict[str, Any]:
         *("--points", spec, "--image-size", str(bench.image_size)),
         *("--image-offset", str(image_offset), "--warmup", str(bench.warmup)),
         *("--max-tokens", str(bench.max_tokens), "--max-model-len", str(MAX_MODEL_LEN)),
-        *("--max-num-seqs", str(MAX_NUM_SEQS), "--out", str(out)),
+        *("--max-num-seqs", str(MAX_NUM_SEQS), "--stream-interval", str(bench.stream_interval)),
+        *("--out", str(out)),
         *bench.noise_args(),
     ]
     proc = Managed(cmd, bench.logs / f"engine-{repeat}.log", system_env())
@@ -201,7 +215,7 @@ def run_all(bench: Bench) -> list[dict[str, Any]]:
     runs = []
     for repeat in range(bench.repeats):
         image_offset = REPEAT_STRIDE * (repeat + 1)  # fresh images in every repeat
-        order = SYSTEMS[repeat % 3 :] + SYSTEMS[: repeat % 3]
+        order = SYSTEMS[repeat % len(SYSTEMS) :] + SYSTEMS[: repeat % len(SYSTEMS)]
         for system in order:
             log.info("repeat %d: %s", repeat + 1, system)
             if system == "engine":
@@ -226,6 +240,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--min-requests", type=int, default=64, help="fewest requests in a point")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--image-size", type=int, default=256)
+    p.add_argument(
+        "--stream-interval", type=int, default=1, help="tokens per streamed event, all systems"
+    )
     p.add_argument("--warmup", type=int, default=32, help="requests before measuring")
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument(
@@ -260,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats,
         args.max_tokens,
         args.image_size,
+        args.stream_interval,
         args.warmup,
         logs,
         NoisePolicy(
@@ -279,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "max_tokens": args.max_tokens,
         "image_size": args.image_size,
+        "stream_interval": args.stream_interval,
         "cpus": os.cpu_count(),
         "wall_s": round(time.monotonic() - started, 1),
     }

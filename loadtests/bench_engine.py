@@ -75,6 +75,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         enforce_eager=True,
+        stream_interval=args.stream_interval,
     )
     engine = VLLMEngine(config)
     started = time.perf_counter()
@@ -126,6 +127,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--stream-interval", type=int, default=1)
     p.add_argument("--max-noise", type=float, default=0.15)
     p.add_argument("--attempts", type=int, default=2)
     p.add_argument("--quiet-wait", type=float, default=10.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -28,14 +28,16 @@ from loadtests.cpu import NoisePolicy
 from loadtests.images import face_data_urls
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class RequestFailed(Exception):
     """A non-200 status, an in-stream error event, or a stream without usage."""
 
 
-def chat_body(image_url: str, model: str, max_tokens: int) -> dict[str, Any]:
-    return {
+def chat_body(image_url: str, model: str, max_tokens: int) -> bytes:
+    """The request, serialized before the clock starts (as the ceiling's images are decoded)."""
+    body = {
         "model": model,
         "messages": [
             {
@@ -52,27 +54,42 @@ def chat_body(image_url: str, model: str, max_tokens: int) -> dict[str, Any]:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    return json.dumps(body).encode()
 
 
-async def stream_chat(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Sample:
+def events(raw: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON events of an SSE body (`[DONE]` and blank lines skipped)."""
+    for line in raw.split(b"\n"):
+        data = line.removeprefix(b"data:").strip()
+        if data and data != b"[DONE]":
+            yield json.loads(data)
+
+
+def has_token(event: dict[str, Any]) -> bool:
+    """A chunk carrying generated text: not the opening role-only chunk, not the usage chunk."""
+    choices = event.get("choices") or []
+    return bool(choices) and "role" not in choices[0].get("delta", {})
+
+
+async def stream_chat(session: aiohttp.ClientSession, url: str, body: bytes) -> Sample:
+    """One streamed request. The client shares the CPUs with the server it measures, so it parses
+    events only until the first token, then keeps bytes and parses once at the end."""
     start = time.perf_counter()
     first: float | None = None
-    usage: dict[str, int] = {}
-    async with session.post(url, json=body) as resp:
+    raw = bytearray()
+    async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
         if resp.status != 200:
             raise RequestFailed(f"HTTP {resp.status}: {(await resp.text())[:200]}")
-        async for raw in resp.content:
-            data = raw.decode().removeprefix("data:").strip()
-            if not data or data == "[DONE]":
-                continue
-            event = json.loads(data)
-            if "error" in event:
-                raise RequestFailed(str(event["error"])[:200])
-            choices = event.get("choices") or []
-            if first is None and choices and "role" not in choices[0].get("delta", {}):
+        async for block in resp.content.iter_any():
+            raw += block
+            if first is None and any(map(has_token, events(raw[: raw.rfind(b"\n") + 1]))):
                 first = time.perf_counter()
-            usage = event.get("usage") or usage
     end = time.perf_counter()
+    usage: dict[str, int] = {}
+    for event in events(bytes(raw)):
+        if "error" in event:
+            raise RequestFailed(str(event["error"])[:200])
+        usage = event.get("usage") or usage
     if not usage:
         raise RequestFailed("no usage in the stream")
     return Sample(
@@ -100,17 +117,20 @@ async def run_points(
     connector = aiohttp.TCPConnector(limit=max(p.concurrency for p in points) + 8)
     async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
 
-        async def send(image_url: str) -> Sample:
-            return await stream_chat(session, url, chat_body(image_url, model, max_tokens))
+        async def send(body: bytes) -> Sample:
+            return await stream_chat(session, url, body)
 
-        warm = face_data_urls(warmup, image_size, start=WARMUP_FIRST_IMAGE)
-        await closed_loop(WARMUP_CONCURRENCY, warm, send)
+        def bodies(count: int, first: int) -> list[bytes]:
+            urls = face_data_urls(count, image_size, first)
+            return [chat_body(url, model, max_tokens) for url in urls]
+
+        await closed_loop(WARMUP_CONCURRENCY, bodies(warmup, WARMUP_FIRST_IMAGE), send)
         results = []
         for point in points:
 
-            def images_for(attempt: int, point: Point = point) -> list[str]:
+            def bodies_for(attempt: int, point: Point = point) -> list[bytes]:
                 first = image_offset + point.first_image + attempt * RETRY_STRIDE
-                return face_data_urls(point.requests, image_size, first)
+                return bodies(point.requests, first)
 
-            results.append(await run_point(point, images_for, send, noise, server_group))
+            results.append(await run_point(point, bodies_for, send, noise, server_group))
     return results

@@ -20,8 +20,14 @@ METRICS = (
     "others_cpu_share",
 )
 ROLES = ("front", "engine_core", "worker", "client")
-OURS, CEILING, VLLM = "facellm", "engine", "vllm"
-LABELS = {CEILING: "engine only (ceiling)", OURS: "FaceLLM Serve", VLLM: "vLLM OpenAI server"}
+OURS, CEILING, FLOOR, VLLM = "facellm", "engine", "floor", "vllm"
+SYSTEMS = (CEILING, FLOOR, OURS, VLLM)
+LABELS = {
+    CEILING: "engine only (ceiling)",
+    FLOOR: "HTTP floor",
+    OURS: "FaceLLM Serve",
+    VLLM: "vLLM OpenAI server",
+}
 # The goal for this layer (issue 6): near-ceiling throughput and p50 latency at every point.
 MIN_THROUGHPUT_RATIO = 0.9
 MAX_LATENCY_RATIO = 1.1
@@ -49,19 +55,24 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             s: {m: spread([points[s, r, c][m] for r in repeats]) for m in METRICS}
             | {"errors": sum(points[s, r, c]["errors"] for r in repeats)}
             | {"cpu_ms_per_request": _cpu(points, s, c, repeats)}
-            for s in (CEILING, OURS, VLLM)
+            for s in SYSTEMS
             if all((s, r, c) in points for r in repeats)
         }
         ratios: dict[str, dict[str, float]] = {}
-        for other in (CEILING, VLLM):
-            if other not in systems or OURS not in systems:
+        pairs = [(OURS, CEILING), (OURS, FLOOR), (OURS, VLLM), (FLOOR, CEILING)]
+        for one, other in pairs:
+            if one not in systems or other not in systems:
                 continue
             for metric in ("req_per_s", "ttft_p50_ms", "e2e_p50_ms"):
-                ratios[f"{metric} ours/{other}"] = spread(
-                    [points[OURS, r, c][metric] / points[other, r, c][metric] for r in repeats]
+                ratios[f"{metric} {_short(one)}/{other}"] = spread(
+                    [points[one, r, c][metric] / points[other, r, c][metric] for r in repeats]
                 )
         summary[str(c)] = {"systems": systems, "ratios": ratios}
     return summary
+
+
+def _short(system: str) -> str:
+    return "ours" if system == OURS else system
 
 
 def _cpu(
@@ -93,14 +104,17 @@ def goal_met(ratios: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    """Two tables: absolute numbers per system, then our ratios against the other two."""
+    """Three tables: absolute numbers per system, our ratios against the others, CPU per role."""
     lines = [
-        "# Benchmark: engine only vs FaceLLM Serve vs vLLM's OpenAI server",
+        "# Benchmark: engine only vs HTTP floor vs FaceLLM Serve vs vLLM's OpenAI server",
         "",
-        f"{meta['repeats']} repeats; {meta['max_tokens']} output tokens; "
+        f"{meta['repeats']} repeats; {meta['max_tokens']} output tokens, streamed, "
+        f"stream interval {meta.get('stream_interval', 1)}; "
         f"{meta['image_size']}² JPEG, a different one per request; {meta['cpus']} CPUs; "
         f"{meta['wall_s']} s in all. Median over repeats (min–max). "
-        "Others' CPU %: the most that processes outside the benchmark took in a repeat.",
+        "Others' CPU %: the most that processes outside the benchmark took in a repeat. "
+        "HTTP floor: the least an HTTP front can do around the same engine (JSON, image "
+        "decode, SSE; `loadtests/bench_floor.py`).",
         "",
         "| conc | system | req/s | output tok/s | TTFT p50 ms | TTFT p95 ms "
         "| e2e p50 ms | e2e p95 ms | errors | others' CPU % |",
@@ -119,9 +133,10 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f"Goal: throughput ≥ {MIN_THROUGHPUT_RATIO} × ceiling and p50 e2e ≤ "
         f"{MAX_LATENCY_RATIO} × ceiling.",
         "",
-        "| conc | req/s ours/ceiling | req/s ours/vLLM | e2e p50 ours/ceiling "
-        "| e2e p50 ours/vLLM | TTFT p50 ours/ceiling | TTFT p50 ours/vLLM | goal met |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| conc | req/s ours/ceiling | req/s ours/floor | req/s ours/vLLM | req/s floor/ceiling "
+        "| e2e p50 ours/ceiling | e2e p50 ours/floor | e2e p50 ours/vLLM "
+        "| TTFT p50 ours/ceiling | TTFT p50 ours/vLLM | goal met |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c, point in summary.items():
         r = point["ratios"]
@@ -129,12 +144,16 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         def ratio(name: str, r: Mapping[str, Mapping[str, float]] = r) -> str:
             return _cell(r[name], 2) if name in r else "n/a"
 
-        lines.append(
-            f"| {c} | {ratio(f'req_per_s ours/{CEILING}')} | {ratio(f'req_per_s ours/{VLLM}')} "
-            f"| {ratio(f'e2e_p50_ms ours/{CEILING}')} | {ratio(f'e2e_p50_ms ours/{VLLM}')} "
-            f"| {ratio(f'ttft_p50_ms ours/{CEILING}')} | {ratio(f'ttft_p50_ms ours/{VLLM}')} "
-            f"| {goal_met(r)} |"
-        )
+        cells = [
+            ratio(f"{metric} {pair}")
+            for metric, pairs in (
+                ("req_per_s", ("ours/engine", "ours/floor", "ours/vllm", "floor/engine")),
+                ("e2e_p50_ms", ("ours/engine", "ours/floor", "ours/vllm")),
+                ("ttft_p50_ms", ("ours/engine", "ours/vllm")),
+            )
+            for pair in pairs
+        ]
+        lines.append(f"| {c} | {' | '.join(cells)} | {goal_met(r)} |")
     return "\n".join([*lines, "", *cpu_table(summary)]) + "\n"
 
 

@@ -23,7 +23,12 @@ def point(c: int, rps: float, e2e: float) -> dict[str, Any]:
 
 
 def runs() -> list[dict[str, Any]]:
-    rps = {"engine": (100.0, 110.0), "facellm": (95.0, 88.0), "vllm": (90.0, 80.0)}
+    rps = {
+        "engine": (100.0, 110.0),
+        "floor": (98.0, 99.0),
+        "facellm": (95.0, 88.0),
+        "vllm": (90.0, 80.0),
+    }
     return [
         {"system": system, "repeat": r, "points": [point(8, rps[system][r], 1000 / rps[system][r])]}
         for system in rps
@@ -38,6 +43,8 @@ def test_ratios_are_taken_within_each_repeat_then_spread() -> None:
     assert ratio["median"] == pytest.approx(0.875)
     assert summary["8"]["systems"]["vllm"]["req_per_s"]["median"] == 85.0
     assert summary["8"]["ratios"]["req_per_s ours/vllm"]["min"] == pytest.approx(1.05555, 1e-4)
+    assert summary["8"]["ratios"]["req_per_s floor/engine"]["min"] == pytest.approx(0.9)
+    assert summary["8"]["ratios"]["req_per_s ours/floor"]["max"] == pytest.approx(95 / 98)
 
 
 def test_goal_needs_throughput_and_latency_near_the_ceiling() -> None:
@@ -56,7 +63,8 @@ def test_goal_needs_throughput_and_latency_near_the_ceiling() -> None:
 def test_markdown_has_a_row_per_system_and_a_ratio_row_per_point() -> None:
     meta = {"repeats": 2, "max_tokens": 16, "image_size": 256, "cpus": 2, "wall_s": 1.0}
     text = markdown(aggregate(runs()), meta)
-    assert text.count("| 8 |") == 3 + 1 + 3  # systems, ratios, CPU per system
+    assert text.count("| 8 |") == 4 + 1 + 4  # systems, ratios, CPU per system
     assert "engine only (ceiling)" in text and "vLLM OpenAI server" in text
+    assert "HTTP floor" in text and "n/a" not in text
     assert "0.88 (0.80–0.95)" in text  # req/s ours/ceiling
     assert "| 8 | FaceLLM Serve | 1.00 | 2.00 | 3.00 | 0.00 | 6.00 |" in text
