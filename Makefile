@@ -63,7 +63,7 @@ check-deploy: $(STAMP)  ## helm lint/template + kubernetes-validate + hadolint +
 loadtest: $(STAMP)  ## locust against a running server (HOST=http://127.0.0.1:8000 USERS=8 DURATION=20s)
 	$(BIN)/python -m loadtests.run --host $${HOST:-http://127.0.0.1:8000} --users $${USERS:-8} --duration $${DURATION:-20s}
 
-bench: $(STAMP)  ## Side-by-side benchmark: engine-only vs this server vs vLLM's own server
+bench: $(STAMP)  ## Benchmark: engine-only ceiling vs HTTP floor vs this server vs vLLM's own server
 	$(BIN)/python -m loadtests.bench
 
 clean:  ## Remove the venv and caches (not the demo model cache)
