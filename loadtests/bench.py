@@ -196,8 +196,8 @@ def run_engine(bench: Bench, repeat: int, image_offset: int) -> dict[str, Any]:
         *("--points", spec, "--image-size", str(bench.image_size)),
         *("--image-offset", str(image_offset), "--warmup", str(bench.warmup)),
         *("--max-tokens", str(bench.max_tokens), "--max-model-len", str(MAX_MODEL_LEN)),
-        *("--max-num-seqs", str(MAX_NUM_SEQS), "--stream-interval", str(bench.stream_interval)),
-        *("--out", str(out)),
+        *("--max-num-seqs", str(MAX_NUM_SEQS), "--max-images", str(MAX_IMAGES)),
+        *("--stream-interval", str(bench.stream_interval), "--out", str(out)),
         *bench.noise_args(),
     ]
     proc = Managed(cmd, bench.logs / f"engine-{repeat}.log", system_env())

@@ -68,16 +68,29 @@ async def send(engine: VLLMEngine, image: Image.Image, max_tokens: int) -> Sampl
     )
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    config = VLLMConfig(
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """The engine flags of both in-process systems (the ceiling, and the HTTP floor)."""
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-images", type=int, default=4)
+    p.add_argument("--stream-interval", type=int, default=1)
+
+
+def engine_config(args: argparse.Namespace) -> VLLMConfig:
+    return VLLMConfig(
         model_path=args.model_dir,
         served_model_name="demo",
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         enforce_eager=True,
+        max_images_per_prompt=args.max_images,
         stream_interval=args.stream_interval,
     )
-    engine = VLLMEngine(config)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    engine = VLLMEngine(engine_config(args))
     started = time.perf_counter()
     await engine.start()
     startup_s = time.perf_counter() - started
@@ -119,15 +132,12 @@ def parse_points(text: str) -> list[Point]:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_engine")
-    p.add_argument("--model-dir", type=Path, required=True)
+    add_engine_args(p)
     p.add_argument("--points", type=parse_points, required=True)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--image-offset", type=int, default=0)
     p.add_argument("--warmup", type=int, default=32, help="requests before measuring")
     p.add_argument("--max-tokens", type=int, default=16)
-    p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--stream-interval", type=int, default=1)
     p.add_argument("--max-noise", type=float, default=0.15)
     p.add_argument("--attempts", type=int, default=2)
     p.add_argument("--quiet-wait", type=float, default=10.0)

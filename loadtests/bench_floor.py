@@ -19,7 +19,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import uvicorn
 from PIL import Image
@@ -28,8 +27,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
+from loadtests.bench_engine import add_engine_args, engine_config
 from model.engine import ChatMessage, GenerationRequest, SamplingOptions
-from model.vllm_engine import VLLMConfig, VLLMEngine
+from model.vllm_engine import VLLMEngine
 
 
 def build_app(engine: VLLMEngine) -> Starlette:
@@ -84,24 +84,11 @@ def build_app(engine: VLLMEngine) -> Starlette:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_floor")
-    p.add_argument("--model-dir", type=Path, required=True)
+    add_engine_args(p)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-images", type=int, default=4)
-    p.add_argument("--stream-interval", type=int, default=1)
     args = p.parse_args()
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    config = VLLMConfig(
-        model_path=args.model_dir,
-        served_model_name="demo",
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        enforce_eager=True,
-        max_images_per_prompt=args.max_images,
-        stream_interval=args.stream_interval,
-    )
-    app = build_app(VLLMEngine(config))
+    app = build_app(VLLMEngine(engine_config(args)))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
 
 
