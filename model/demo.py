@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from model.tiles import TilePlan
+
 # Bump when anything below changes the built files; cached builds of other versions are rebuilt.
 DEMO_BUILDER_VERSION = 1
 MARKER_FILE = "facellm_demo.json"
@@ -28,6 +30,9 @@ _TILE = 64  # image tile side, pixels
 _PATCH = 8  # ViT patch side, pixels
 _DOWNSAMPLE = 0.5  # pixel shuffle: 8×8 patches → 4×4 = 16 tokens per tile
 _MAX_POSITIONS = 32768
+_MAX_TILES = 4
+
+DEMO_TILES = TilePlan(tile=(_TILE, _TILE), max_tiles=_MAX_TILES)
 
 IMAGE_TOKENS = {
     "start_image_token": "<img>",
@@ -183,7 +188,7 @@ def _build_processor(tokenizer: Any) -> Any:
         size=tile,
         crop_to_patches=True,
         min_patches=1,
-        max_patches=4,
+        max_patches=_MAX_TILES,
         image_mean=mean,
         image_std=std,
         do_convert_rgb=True,

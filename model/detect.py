@@ -1,7 +1,9 @@
 """Face detection and FairFace-style cropping.
 
-FaceLLM was fine-tuned on FairFace `margin025` crops (the face box grown by 25 % on each side), so
-faces are cut out the same way before they reach the model. Detection runs in a worker thread
+FaceLLM was fine-tuned on FairFace `margin025` crops (the face box grown by 25 % on each side,
+224 px, one model tile), so faces are cut out the same way and resized to the model's tile before
+they reach it (`face_view`): a crop sent at its cut size would be tiled like a scene, ten times the
+prefill and outside the training distribution. Detection runs in a worker thread
 (`asyncio.to_thread`); OpenCV's detectors keep per-call state, so each one is guarded by a lock.
 """
 
@@ -17,7 +19,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from model.tiles import Size, TilePlan
+
 DetectorKind = Literal["haar", "yunet"]
+
+FACE_MARGIN = 0.25  # FairFace margin025
+# Bump when the way a face reaches the model changes; the faces response names it.
+PREPROCESSING_VERSION = "2"
 
 # Large photos are scaled down before detection: the cost grows with pixels, and a face too small
 # to find at this size is too small for the model to describe anyway.
@@ -142,7 +150,7 @@ def whole_image_box(image: Image.Image) -> Box:
     return Box(0, 0, image.width, image.height, 1.0)
 
 
-def crop_face(image: Image.Image, box: Box, margin: float = 0.25) -> Image.Image:
+def crop_face(image: Image.Image, box: Box, margin: float = FACE_MARGIN) -> Image.Image:
     """Grow the box by `margin` of its width left and right and of its height top and bottom
     (FairFace margin025), clipped to the image."""
     dx, dy = int(box.w * margin + 0.5), int(box.h * margin + 0.5)  # half rounds up
@@ -152,3 +160,28 @@ def crop_face(image: Image.Image, box: Box, margin: float = 0.25) -> Image.Image
     if right <= left or bottom <= top:
         raise ValueError(f"face box {box} lies outside the {image.width}x{image.height} image")
     return image.crop((left, top, right, bottom))
+
+
+def face_view(image: Image.Image, box: Box, plan: TilePlan, tiles: int = 1) -> Image.Image:
+    """The face as FaceLLM was trained to see it: the margin crop, resized to the canvas of
+    `tiles` tiles (one tile: exactly the model's tile size), whatever size it was cut at."""
+    crop = crop_face(image, box)
+    canvas = plan.canvas(crop.size, tiles)
+    return crop if crop.size == canvas else crop.resize(canvas, Image.Resampling.BICUBIC)
+
+
+def scale_box(box: Box, source: Size, target: Size) -> Box:
+    """A box on an image of size `source`, in the coordinates of the same image at `target`."""
+    if source == target:
+        return box
+    sx, sy = target[0] / source[0], target[1] / source[1]
+    left, top = round(box.x * sx), round(box.y * sy)
+    right = min(target[0], round((box.x + box.w) * sx))
+    bottom = min(target[1], round((box.y + box.h) * sy))
+    return Box(left, top, max(1, right - left), max(1, bottom - top), box.score)
+
+
+def preprocessing_stamp(plan: TilePlan, tiles: int) -> str:
+    """What the faces response's `versions.preprocessing` says: enough to reproduce the view."""
+    width, height = plan.tile
+    return f"v{PREPROCESSING_VERSION}:margin={FACE_MARGIN:g},tile={width}x{height},tiles={tiles}"

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from model.tiles import TilePlan
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
 
@@ -95,6 +97,7 @@ class Engine(abc.ABC):
     """An LLM engine hosting one model."""
 
     model_name: str
+    tiles: TilePlan  # how the served model's processor tiles images
 
     @abc.abstractmethod
     async def start(self) -> None: ...

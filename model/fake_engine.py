@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
+from model.demo import DEMO_TILES
 from model.engine import (
     Engine,
     EngineDeadError,
@@ -21,6 +22,7 @@ from model.engine import (
     StructuredOutput,
     TokenLogprob,
 )
+from model.tiles import TilePlan
 
 Responder = Callable[[GenerationRequest], str]
 
@@ -60,8 +62,10 @@ class FakeEngine(Engine):
         model_name: str = "demo",
         responder: Responder = default_answer,
         step_delay_s: float = 0.0,
+        tiles: TilePlan = DEMO_TILES,
     ) -> None:
         self.model_name = model_name
+        self.tiles = tiles
         self.responder = responder
         self.step_delay_s = step_delay_s
         self.started = False

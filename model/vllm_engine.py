@@ -29,6 +29,7 @@ from model.engine import (
     TokenLogprob,
 )
 from model.prompts import neutralize_control_tokens
+from model.tiles import TilePlan
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class VLLMEngine(Engine):
     def __init__(self, config: VLLMConfig) -> None:
         self.config = config
         self.model_name = config.served_model_name
+        self.tiles = TilePlan.from_model_dir(config.model_path)
         self._llm: Any = None
         self._tokenizer: Any = None
 

@@ -20,9 +20,8 @@ from server.chat import ChatLimits, ChatService
 from server.config import Settings
 from server.errors import register_error_handlers
 from server.faces import FaceLimits, FacesService
-from server.images import ImageLoader
 from server.limits import Admission
-from server.media import MediaPolicy
+from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
 from server.middleware import AdmissionGate, RequestContext
 from server.routes import chat, faces, health, metrics, models
@@ -71,7 +70,11 @@ def build_state(
     metrics: Metrics,
     admission: Admission,
 ) -> AppState:
-    images = ImageLoader(MediaPolicy.from_settings(settings), metrics, http_client)
+    policy = MediaPolicy.from_settings(settings)
+    budget = PixelBudget(
+        settings.image_pixel_budget or default_pixel_budget(floor=policy.max_image_pixels)
+    )
+    images = ImageLoader(policy, metrics, budget, settings.request_timeout_s, http_client)
     chat_limits = ChatLimits(
         max_messages=settings.max_messages,
         max_text_chars=settings.max_text_chars,
@@ -79,13 +82,18 @@ def build_state(
         max_tokens_limit=settings.max_tokens_limit,
         default_max_tokens=settings.default_max_tokens,
         request_timeout_s=settings.request_timeout_s,
+        max_tiles=settings.max_tiles,
     )
     faces_service = FacesService(
         engine,
         AttributePolicy.from_names(settings.attributes),
         make_detector(settings.face_detector, settings.yunet_model_path),
         images,
-        FaceLimits(max_faces=settings.max_faces, request_timeout_s=settings.request_timeout_s),
+        FaceLimits(
+            max_faces=settings.max_faces,
+            request_timeout_s=settings.request_timeout_s,
+            face_tiles=settings.face_tiles,
+        ),
         metrics,
     )
     return AppState(

@@ -23,10 +23,11 @@ from model.engine import (
     StructuredOutput,
     TokenLogprob,
 )
+from model.tiles import TilePlan
 from server import protocol as p
 from server.errors import APIError, InvalidRequest, NotFound
 from server.generation import run_generation
-from server.images import ImageLoader
+from server.media import ImageLoader, Need
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ChatLimits:
     max_tokens_limit: int
     default_max_tokens: int
     request_timeout_s: float
+    max_tiles: int | None = None  # for `detail: auto`; None: the model's maximum
 
 
 class ChatService:
@@ -49,6 +51,10 @@ class ChatService:
         self.engine = engine
         self.limits = limits
         self.images = images
+        plan = engine.tiles
+        auto = _canvas(plan, limits.max_tiles)
+        # OpenAI's `detail`, in tiles: low is one, high is all the model can take.
+        self._needs = {"low": _canvas(plan, 1), "high": _canvas(plan, None), "auto": auto}
 
     async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
         """Validate what pydantic cannot, load images, and build the engine request."""
@@ -89,8 +95,13 @@ class ChatService:
                 param="messages",
                 code="too_many_images",
             )
-        decoded = await asyncio.gather(*(self.images.load(url, param) for param, url in images))
-        by_url = iter(decoded)
+        decoded = await asyncio.gather(
+            *(
+                self.images.load(url.url, param, self._needs[url.detail or "auto"])
+                for param, url in images
+            )
+        )
+        by_url = iter(loaded.image for loaded in decoded)
         return tuple(
             ChatMessage(
                 role="system" if m.role == "developer" else m.role,
@@ -255,10 +266,18 @@ def _parts(message: p.Message) -> list[str | None]:
     return [part.text if isinstance(part, p.TextPart) else _ImageSlot for part in message.content]
 
 
-def _collect_parts(messages: list[p.Message]) -> tuple[list[str], list[tuple[str, str]]]:
+def _canvas(plan: TilePlan, tiles: int | None) -> Need:
+    """Held at the canvas the processor would resize to under this tile budget; handed over at
+    that size, the image gets exactly that many tiles (see model/tiles.py)."""
+    return Need(lambda size: plan.canvas(size, tiles), exact=True)
+
+
+def _collect_parts(
+    messages: list[p.Message],
+) -> tuple[list[str], list[tuple[str, p.ImageURL]]]:
     """All texts, and every image URL with its parameter path (for error messages)."""
     texts: list[str] = []
-    images: list[tuple[str, str]] = []
+    images: list[tuple[str, p.ImageURL]] = []
     for i, m in enumerate(messages):
         if isinstance(m.content, str):
             texts.append(m.content)
@@ -266,7 +285,7 @@ def _collect_parts(messages: list[p.Message]) -> tuple[list[str], list[tuple[str
             if isinstance(part, p.TextPart):
                 texts.append(part.text)
             else:
-                images.append((f"messages[{i}].content[{j}].image_url.url", part.image_url.url))
+                images.append((f"messages[{i}].content[{j}].image_url.url", part.image_url))
     return texts, images
 
 

@@ -105,6 +105,21 @@ class Settings(BaseSettings):
         description="Largest image (width × height) read from its header before decoding "
         "(decompression bombs).",
     )
+    image_pixel_budget: int | None = Field(
+        None,
+        ge=1,
+        description="Decoded pixels all requests together may hold while decoding images (a "
+        "100 KB PNG can declare 25 MP); past it, decodes wait their turn, up to the request "
+        "timeout, then 503. Default: a sixteenth of the container's memory at 8 bytes a pixel.",
+    )
+    max_tiles: int | None = Field(
+        None,
+        ge=1,
+        description="Tiles per chat image for `detail: auto` or none (`low` = 1 tile, `high` = "
+        "the model's maximum). A tile is the model's input square (448 px for FaceLLM, 64 for "
+        "the demo); images are decoded and resized only as far as their tiles need. Default: "
+        "the model's maximum (FaceLLM: 12, plus a thumbnail).",
+    )
     max_messages: int = Field(64, ge=1, description="Most messages in one chat request.")
     max_text_chars: int = Field(
         32_000, ge=1, description="Most characters of text across one request's messages."
@@ -142,3 +157,9 @@ class Settings(BaseSettings):
         None, description="YuNet ONNX file (face_detection_yunet_*.onnx) when face_detector=yunet."
     )
     max_faces: int = Field(8, ge=1, le=64, description="Most faces analysed in one image.")
+    face_tiles: int = Field(
+        1,
+        ge=1,
+        description="Tiles per face crop. 1 is how FaceLLM was trained (FairFace crops, one "
+        "tile each); more tiles cost more prefill.",
+    )

@@ -1,8 +1,10 @@
 """Faces service: image → detected faces → one structured engine request per face → answers.
 
-FaceLLM was trained on FairFace face crops grown by 25 % each side, so faces are detected and
-cropped that way rather than sending the whole scene. The per-face requests are submitted together
-so continuous batching serves them as one batch; every answer is validated before it is returned.
+FaceLLM was trained on FairFace face crops grown by 25 % each side, one tile each, so faces are
+detected, cropped that way and resized to the model's tile rather than sending the whole scene.
+A photo is decoded only as large as that needs (`FACE_IMAGE_SIDE`); boxes in the response are in
+the coordinates of the image the client sent. The per-face requests are submitted together so
+continuous batching serves them as one batch; every answer is validated before it is returned.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from functools import cache
 from PIL import Image
 
 from model import attributes as attrs
-from model.detect import Box, FaceDetector, crop_face, whole_image_box
+from model.detect import (
+    Box,
+    FaceDetector,
+    face_view,
+    preprocessing_stamp,
+    scale_box,
+    whole_image_box,
+)
 from model.engine import (
     ChatMessage,
     Engine,
@@ -27,18 +36,33 @@ from model.engine import (
 from server import protocol as p
 from server.errors import APIError, BadModelAnswer, InvalidRequest, NotFound, Unprocessable
 from server.generation import run_generation
-from server.images import ImageLoader
+from server.media import ImageLoader, LoadedImage, long_side
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 TOKENS_PER_ATTRIBUTE = 24  # a key, a value and punctuation, with room for long enum values
+# Face photos are held with at least this many pixels on the long side (a 12-MP JPEG decodes at
+# half scale): detection works on a smaller copy, and crops keep a tile's worth of detail for any
+# face larger than about a fifth of the photo's long side.
+FACE_IMAGE_SIDE = 1920
+_FACE_PHOTO = long_side(FACE_IMAGE_SIDE)
 
 
 @dataclass(frozen=True)
 class FaceLimits:
     max_faces: int
     request_timeout_s: float
+    face_tiles: int = 1
+
+
+@dataclass(frozen=True)
+class PreparedFaces:
+    """What `prepare` hands to `analyze`: the attributes asked for and the faces found."""
+
+    names: tuple[str, ...]
+    photo: LoadedImage
+    boxes: list[Box]  # in the coordinates of `photo.image`
 
 
 @cache
@@ -67,9 +91,7 @@ class FacesService:
     def schema(self) -> dict[str, object]:
         return attrs.json_schema(self.policy.enabled)
 
-    async def prepare(
-        self, req: p.FaceAnalysisRequest
-    ) -> tuple[tuple[str, ...], list[Box], Image.Image]:
+    async def prepare(self, req: p.FaceAnalysisRequest) -> PreparedFaces:
         """Validate, decode and detect: everything before the engine, off the event loop."""
         if req.model not in (None, self.engine.model_name):
             raise NotFound(
@@ -83,11 +105,11 @@ class FacesService:
                 param=f"attributes.{e.name}" if e.name != "attributes" else "attributes",
                 code="attribute_not_served",
             ) from None
-        image = await self.images.load(req.image, "image", raw_base64=True)
+        photo = await self.images.load(req.image, "image", _FACE_PHOTO, raw_base64=True)
         max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
         if not req.detect:
-            return names, [whole_image_box(image)], image
-        boxes = await asyncio.to_thread(self.detector.detect, image, max_faces)
+            return PreparedFaces(names, photo, [whole_image_box(photo.image)])
+        boxes = await asyncio.to_thread(self.detector.detect, photo.image, max_faces)
         if not boxes:
             raise Unprocessable(
                 "No face was detected in the image; send a face image, or "
@@ -95,13 +117,13 @@ class FacesService:
                 param="image",
                 code="no_face_detected",
             )
-        return names, boxes, image
+        return PreparedFaces(names, photo, boxes)
 
-    async def analyze(
-        self, names: tuple[str, ...], boxes: list[Box], image: Image.Image
-    ) -> p.FaceAnalysis:
+    async def analyze(self, job: PreparedFaces) -> p.FaceAnalysis:
+        names, boxes, held = job.names, job.boxes, job.photo.image
         self.metrics.faces_per_image.observe(len(boxes))
-        crops = await asyncio.to_thread(lambda: [crop_face(image, b) for b in boxes])
+        plan, tiles = self.engine.tiles, self.limits.face_tiles
+        crops = await asyncio.to_thread(lambda: [face_view(held, b, plan, tiles) for b in boxes])
         request_id = f"faces-{uuid.uuid4().hex}"
         try:
             async with asyncio.TaskGroup() as group:
@@ -112,8 +134,9 @@ class FacesService:
         except* APIError as failures:
             raise failures.exceptions[0] from None
         faces, usage = [], p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-        for box, task in zip(boxes, tasks, strict=True):
+        for held_box, task in zip(boxes, tasks, strict=True):
             answer, face_usage = task.result()
+            box = scale_box(held_box, held.size, job.photo.original)
             faces.append(
                 p.Face(
                     bbox=p.BoundingBox(x=box.x, y=box.y, w=box.w, h=box.h),
@@ -131,6 +154,7 @@ class FacesService:
                 model=self.engine.model_name,
                 prompt=attrs.PROMPT_VERSION,
                 schema=attrs.SCHEMA_VERSION,
+                preprocessing=preprocessing_stamp(plan, tiles),
             ),
         )
 

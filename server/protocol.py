@@ -219,6 +219,9 @@ class Versions(BaseModel):
     model: str
     prompt: str
     schema_: str = Field(alias="schema", serialization_alias="schema")
+    preprocessing: str = Field(
+        description="How faces were cut and sized for the model (crop margin, tile, tiles)."
+    )
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -25,8 +25,8 @@ async def analyze_faces(
     body: FaceAnalysisRequest, faces: FacesDep, state: StateDep, request: Request
 ) -> FaceAnalysis:
     async with state.admission.preparing():
-        names, boxes, image = await faces.prepare(body)
-    return await unless_disconnected(request, faces.analyze(names, boxes, image))
+        job = await faces.prepare(body)
+    return await unless_disconnected(request, faces.analyze(job))
 
 
 @router.get(

@@ -89,8 +89,9 @@ def _picture(index: int) -> Image.Image:
 
 
 def image_width(k: int) -> int:
-    """Width of the k-th (1-based) image of every question."""
-    return 16 + 8 * k
+    """Width of the k-th (1-based) image of every question (24 px high): aspect k:1, so each
+    position keeps a distinct width through the server's resize to the model's tile canvas."""
+    return 24 * k
 
 
 def build_benchmark(root: Path) -> Path:

@@ -30,6 +30,7 @@ from evals.facexbench import (
     run_facexbench_async,
 )
 from evals.results import read_outcomes
+from model.demo import DEMO_TILES
 from model.engine import GenerationRequest
 from model.fake_engine import FakeEngine
 from server.app import create_app
@@ -44,6 +45,11 @@ WRONG = {
 }
 TOO_MANY_IMAGES = "lfw_multiple_mcq/3"  # 5 images; the server takes 4 → HTTP 400, never asked
 START_TIMEOUT_S = 10.0
+
+
+def held_width(k: int) -> int:
+    """The k-th image's width as the engine gets it: resized to the demo's tile canvas."""
+    return DEMO_TILES.canvas((image_width(k), 24))[0]
 
 
 class KeyedResponder:
@@ -161,10 +167,10 @@ def test_accuracies_through_the_server_are_exact(
     # what reached the engine: every question but the 5-image one, once, images first and in order
     assert sorted(responder.asked) == sorted(set(KEY) - {TOO_MANY_IMAGES})
     for qid in responder.asked:
-        assert responder.widths[qid] == [image_width(k) for k in range(1, IMAGE_COUNTS[qid] + 1)]
+        assert responder.widths[qid] == [held_width(k) for k in range(1, IMAGE_COUNTS[qid] + 1)]
         assert responder.images_first[qid]
         assert responder.choices[qid] == ("A", "B", "C", "D")
-    assert responder.widths["lfw_multiple_mcq/2"] == [24, 32, 40, 48]
+    assert responder.widths["lfw_multiple_mcq/2"] == [64, 128, 192, 256]  # 1-4 demo tiles wide
     assert (
         "You have to perform the task" not in responder.prompts["fairface_multiple_mcq_age_test/1"]
     )

@@ -163,3 +163,17 @@ def test_transformers_loads_and_generates_from_an_image(built: Path) -> None:
     with torch.no_grad():
         out = vlm.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_tile_plan_read_from_the_built_processor_config(built: Path) -> None:
+    """What the server sizes images by is what the demo's processor really does."""
+    from transformers import AutoImageProcessor
+
+    from model.tiles import TilePlan
+
+    plan = TilePlan.from_model_dir(built)
+    assert plan == demo.DEMO_TILES == TilePlan(tile=(64, 64), max_tiles=4)
+    processor = AutoImageProcessor.from_pretrained(built)
+    for size in [(64, 64), (143, 143), (512, 512), (4032, 3024), (3024, 4032), (900, 100)]:
+        expected = processor.get_number_of_image_patches(size[1], size[0], {})
+        assert plan.tiles(size) == expected, size

@@ -46,7 +46,8 @@ async def test_image_reaches_engine_decoded(
     (request,) = fake_engine.requests
     image = request.messages[0].parts[0]
     assert not isinstance(image, str)
-    assert image.size == (512, 512) and image.mode == "RGB"
+    # 512² on the demo (64-px tiles, at most 4): held at the 2×2-tile canvas the processor uses.
+    assert image.size == (128, 128) and image.mode == "RGB"
 
 
 async def test_stream_chunks_join_with_one_finish_reason_and_usage(

@@ -1,9 +1,9 @@
-"""server/media.py: image input validation, decoding, and the remote-URL (SSRF) policy.
+"""server/media/: image input validation, decoding, and the remote-URL (SSRF) policy.
 
 Remote tests talk to a real HTTP server on 127.0.0.1. Production code refuses loopback, so the
 tests inject what DNS and routing would do for a public host: a resolver that maps test names to
 a public-looking address, and a transport that delivers connections for that address to the local
-server. Every check in media.py still runs unchanged.
+server. Every check in server/media/ still runs unchanged.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from server import media
 from server.config import Settings
 from server.errors import APIError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from server.media import MediaPolicy, decode_base64_image, decode_image_bytes, load_image
+from server.media import ImageLoader, MediaPolicy, Need, PixelBudget, decode, loader, remote
+from server.media.decode import FULL_SIZE, base64_bytes, data_url_bytes, decode_image_bytes
+from server.media.remote import Resolver, system_resolver
+from server.metrics import Metrics
 
 PARAM = "messages[0].content[1].image_url.url"
 PUBLIC_IP = "93.184.215.14"  # stands in for a public CDN address; never actually contacted
@@ -40,6 +42,24 @@ def policy(**overrides: Any) -> MediaPolicy:
         "remote_image_timeout_s": 5.0,
     }
     return MediaPolicy(**(base | overrides))
+
+
+def decode_base64_image(b64: str, pol: MediaPolicy, *, param: str | None = None) -> Image.Image:
+    return decode_image_bytes(base64_bytes(b64, pol, param), pol, param=param)
+
+
+async def load_image(
+    url: str,
+    pol: MediaPolicy,
+    *,
+    client: httpx.AsyncClient | None = None,
+    resolver: Resolver = system_resolver,
+    param: str | None = None,
+    need: Need = FULL_SIZE,
+) -> Image.Image:
+    """Through the one entry point, `ImageLoader.load`, with a budget that never binds."""
+    images = ImageLoader(pol, Metrics("test"), PixelBudget(10**9), 5.0, client, resolver)
+    return (await images.load(url, param or "image", need)).image
 
 
 def encode(im: Image.Image, fmt: str, **save: Any) -> bytes:
@@ -192,7 +212,7 @@ def test_base64_outside_the_standard_alphabet_is_refused_not_skipped(junk: str) 
 
 
 def test_oversized_base64_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media.base64, "b64decode", lambda *_a, **_k: pytest.fail("decoded"))
+    monkeypatch.setattr(decode.base64, "b64decode", lambda *_a, **_k: pytest.fail("decoded"))
     text = "A" * (4 * 1024 * 1024 // 3 + 8)
     err = expect(PayloadTooLarge, "image_too_large", decode_base64_image, text, policy())
     assert err.status == 413
@@ -216,7 +236,7 @@ def test_other_formats_are_415_even_when_declared_jpeg(fmt: str) -> None:
     data = encode(Image.new("RGB", (16, 16)), fmt)
     url = data_url(data, "image/jpeg")
     with pytest.raises(UnsupportedMediaType) as info:
-        media._decode_data_url(url, policy(), PARAM)
+        decode_image_bytes(data_url_bytes(url, policy(), PARAM), policy(), param=PARAM)
     assert (info.value.code, info.value.status, info.value.param) == (
         "unsupported_image_format",
         415,
@@ -251,7 +271,7 @@ def test_random_bytes_under_image_jpeg_are_400() -> None:
     payload = bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
     url = data_url(payload, "image/jpeg")
     with pytest.raises(InvalidRequest) as info:
-        media._decode_data_url(url, policy(), None)
+        decode_image_bytes(data_url_bytes(url, policy(), None), policy())
     assert info.value.code == "invalid_image"
     assert url[30:60] not in info.value.message
 
@@ -288,7 +308,7 @@ def test_too_many_pixels_refused_before_any_decode(
 
 
 def test_webp_canvas_is_checked_before_pil_opens_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(media.Image, "open", lambda *_a, **_k: pytest.fail("opened"))
+    monkeypatch.setattr(decode.Image, "open", lambda *_a, **_k: pytest.fail("opened"))
     with pytest.raises(PayloadTooLarge):
         decode_image_bytes(webp_vp8x_header(3_000, 3_000), policy())
 
@@ -392,7 +412,7 @@ async def _resolver_must_not_run(host: str, port: int) -> list[str]:
 def test_is_public_address(address: str, public: bool) -> None:
     import ipaddress
 
-    assert media.is_public_address(ipaddress.ip_address(address)) is public
+    assert remote.is_public_address(ipaddress.ip_address(address)) is public
 
 
 def test_policy_from_settings() -> None:
@@ -473,7 +493,7 @@ def local_server() -> Iterator[tuple[int, list[str]]]:
 
 
 class _ToLocalServer(httpx.AsyncBaseTransport):
-    """Routing stand-in: connections media.py opens to PUBLIC_IP reach the local server."""
+    """Routing stand-in: connections server/media opens to PUBLIC_IP reach the local server."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -482,7 +502,7 @@ class _ToLocalServer(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.addresses.append(request.url.host)
-        assert request.url.host == PUBLIC_IP, "media.py must connect to the checked address"
+        assert request.url.host == PUBLIC_IP, "server/media must connect to the checked address"
         request.url = request.url.copy_with(host="127.0.0.1", port=self.port)
         return await self.inner.handle_async_request(request)
 
@@ -546,7 +566,7 @@ async def test_redirect_to_allow_listed_loopback_literal_refused_by_address(
 async def test_remote_body_capped_while_streaming(
     local_server: tuple[int, list[str]], path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(media, "decode_image_bytes", lambda *_a, **_k: pytest.fail("decoded"))
+    monkeypatch.setattr(loader, "open_image", lambda *_a, **_k: pytest.fail("decoded"))
     with pytest.raises(PayloadTooLarge) as info:
         await fetch(local_server[0], path)
     assert info.value.code == "image_too_large"
@@ -610,16 +630,18 @@ async def _any_public(host: str, port: int) -> list[str]:
 
 @pytest.fixture
 def threads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Records the pixel count of every decode that `decode_async` sends to a thread."""
+    """Records the pixel count of every decode that runs off the event loop's thread."""
     sizes: list[int] = []
-    real = media.asyncio.to_thread
+    real = loader.finish
 
-    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        image = await real(fn, *args, **kwargs)
-        sizes.append(image.width * image.height)
+    def spy(planned: decode.Planned, param: str | None = None) -> Image.Image:
+        pixels = planned.pixels
+        image = real(planned, param)
+        if threading.current_thread() is not threading.main_thread():
+            sizes.append(pixels)
         return image
 
-    monkeypatch.setattr(media.asyncio, "to_thread", spy)
+    monkeypatch.setattr(loader, "finish", spy)
     return sizes
 
 
@@ -633,7 +655,7 @@ async def test_a_few_bytes_that_unpack_to_many_pixels_decode_in_a_thread(
 ) -> None:
     """A flat 1500² PNG is a few KB: the header, not the length, says it is costly to decode."""
     data = encode(Image.new("RGB", (1500, 1500), (9, 9, 9)), "PNG")
-    assert len(data) < media.INLINE_DECODE_CHARS
+    assert len(data) < loader.INLINE_DECODE_BYTES
     im = await load_image(data_url(data, "image/png"), policy(max_image_pixels=1500 * 1500))
     assert im.size == (1500, 1500) and threads == [1500 * 1500]
     with pytest.raises(PayloadTooLarge):  # the real limit still holds, in the thread
@@ -643,6 +665,6 @@ async def test_a_few_bytes_that_unpack_to_many_pixels_decode_in_a_thread(
 async def test_long_payloads_decode_in_a_thread(threads: list[int]) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
     data = encode(Image.fromarray(noise), "PNG")
-    assert len(data) > media.INLINE_DECODE_CHARS and media.INLINE_DECODE_PIXELS >= 300 * 300
+    assert len(data) > loader.INLINE_DECODE_BYTES and loader.INLINE_DECODE_PIXELS >= 300 * 300
     im = await load_image(data_url(data, "image/png"), policy())
     assert im.size == (300, 300) and threads == [300 * 300]
