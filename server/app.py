@@ -122,6 +122,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 in_flight=lambda: admission.in_flight,
                 pre_engine=lambda: admission.pre_engine,
                 engine_waiting=lambda: eng.stats().waiting,
+                decodes_waiting=lambda: state.chat.images.budget.waiting,
+                pixels_reserved=lambda: state.chat.images.budget.reserved,
             )
             app.state.facellm = state
             await eng.start()

@@ -70,6 +70,16 @@ class Metrics:
             "faces: a queue the engine's own waiting count cannot see.",
             registry=r,
         )
+        self._decode_waiting = Gauge(
+            "facellm_image_decodes_waiting",
+            "Image decodes waiting for room in the decoded-pixel budget.",
+            registry=r,
+        )
+        self._pixels_reserved = Gauge(
+            "facellm_image_pixels_reserved",
+            "Decoded pixels reserved by image decodes in progress (see image_pixel_budget).",
+            registry=r,
+        )
         self._backlog = Gauge(
             "facellm_backlog_requests",
             "The scaling signal: engine waiting requests plus our pre-engine queue.",
@@ -82,10 +92,14 @@ class Metrics:
         in_flight: Callable[[], float],
         pre_engine: Callable[[], float],
         engine_waiting: Callable[[], float],
+        decodes_waiting: Callable[[], float],
+        pixels_reserved: Callable[[], float],
     ) -> None:
         """Gauges read live state at scrape time, so they can never drift from it."""
         self._in_flight.set_function(in_flight)
         self._pre_engine.set_function(pre_engine)
+        self._decode_waiting.set_function(decodes_waiting)
+        self._pixels_reserved.set_function(pixels_reserved)
         self._backlog.labels(self.model_name).set_function(lambda: engine_waiting() + pre_engine())
 
     def exposition(self) -> bytes:

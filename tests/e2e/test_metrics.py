@@ -28,6 +28,8 @@ OUR_SERIES = [
     "facellm_image_decode_seconds_count",
     "facellm_faces_per_image_bucket",
     "facellm_requests_pre_engine",
+    "facellm_image_decodes_waiting",
+    "facellm_image_pixels_reserved",
     "facellm_requests_in_flight",
     "facellm_admission_rejections_total",
     "facellm_answer_validation_failures_total",

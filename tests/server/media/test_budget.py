@@ -110,3 +110,6 @@ async def test_a_tiny_budget_makes_large_images_wait_then_succeed_or_503(
             assert (budget.reserved, budget.waiting) == (0, 0)
             after = await c.post("/v1/chat/completions", json=chat_body(big_png_url(64)))
             assert after.status_code == 200
+            scrape = (await c.get("/metrics")).text
+            assert "facellm_image_pixels_reserved 0.0" in scrape
+            assert "facellm_image_decodes_waiting 0.0" in scrape
