@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(VLLM_BUILD),dev]"
-	@# These come in unpinned with vLLM and cannot load beside CPU torch (FIELD-NOTES pitfalls 2-3).
+	@# These come in unpinned with vLLM and cannot load beside CPU torch (docs/platform-notes.md).
 	@if [ "$(VLLM_BUILD)" = cpu ]; then $(BIN)/pip uninstall --quiet -y torchaudio torchcodec triton || true; fi
 	@if [ "$(VLLM_BUILD)" = cpu ]; then $(BIN)/python scripts/fix_cpu_torchvision.py; fi
 	$(BIN)/python -c "import vllm, torchvision.transforms, cv2; print('vllm', vllm.__version__)"
