@@ -61,8 +61,8 @@ class PreparedFaces:
     """What `prepare` hands to `analyze`: the attributes asked for and the faces found."""
 
     names: tuple[str, ...]
-    photo: LoadedImage
-    boxes: list[Box]  # in the coordinates of `photo.image`
+    boxes: list[Box]  # in the coordinates of the image the client sent
+    views: list[Image.Image]  # each face as the model sees it; the photo itself is not kept
 
 
 @cache
@@ -92,7 +92,7 @@ class FacesService:
         return attrs.json_schema(self.policy.enabled)
 
     async def prepare(self, req: p.FaceAnalysisRequest) -> PreparedFaces:
-        """Validate, decode and detect: everything before the engine, off the event loop."""
+        """Validate, decode, detect and crop: everything before the engine, off the loop."""
         if req.model not in (None, self.engine.model_name):
             raise NotFound(
                 f"The model '{req.model}' does not exist.", param="model", code="model_not_found"
@@ -107,9 +107,7 @@ class FacesService:
             ) from None
         photo = await self.images.load(req.image, "image", _FACE_PHOTO, raw_base64=True)
         max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
-        if not req.detect:
-            return PreparedFaces(names, photo, [whole_image_box(photo.image)])
-        boxes = await asyncio.to_thread(self.detector.detect, photo.image, max_faces)
+        boxes, views = await asyncio.to_thread(self._cut, photo, req.detect, max_faces)
         if not boxes:
             raise Unprocessable(
                 "No face was detected in the image; send a face image, or "
@@ -117,26 +115,32 @@ class FacesService:
                 param="image",
                 code="no_face_detected",
             )
-        return PreparedFaces(names, photo, boxes)
+        return PreparedFaces(names, boxes, views)
+
+    def _cut(
+        self, photo: LoadedImage, detect: bool, max_faces: int
+    ) -> tuple[list[Box], list[Image.Image]]:
+        """Faces found (or the whole image), in the client's coordinates, and their views."""
+        held = photo.image
+        boxes = self.detector.detect(held, max_faces) if detect else [whole_image_box(held)]
+        views = [face_view(held, b, self.engine.tiles, self.limits.face_tiles) for b in boxes]
+        return [scale_box(b, held.size, photo.original) for b in boxes], views
 
     async def analyze(self, job: PreparedFaces) -> p.FaceAnalysis:
-        names, boxes, held = job.names, job.boxes, job.photo.image
+        names, boxes = job.names, job.boxes
         self.metrics.faces_per_image.observe(len(boxes))
-        plan, tiles = self.engine.tiles, self.limits.face_tiles
-        crops = await asyncio.to_thread(lambda: [face_view(held, b, plan, tiles) for b in boxes])
         request_id = f"faces-{uuid.uuid4().hex}"
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(self._answer(f"{request_id}-{i}", crop, names))
-                    for i, crop in enumerate(crops)
+                    for i, crop in enumerate(job.views)
                 ]
         except* APIError as failures:
             raise failures.exceptions[0] from None
         faces, usage = [], p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-        for held_box, task in zip(boxes, tasks, strict=True):
+        for box, task in zip(boxes, tasks, strict=True):
             answer, face_usage = task.result()
-            box = scale_box(held_box, held.size, job.photo.original)
             faces.append(
                 p.Face(
                     bbox=p.BoundingBox(x=box.x, y=box.y, w=box.w, h=box.h),
@@ -154,7 +158,7 @@ class FacesService:
                 model=self.engine.model_name,
                 prompt=attrs.PROMPT_VERSION,
                 schema=attrs.SCHEMA_VERSION,
-                preprocessing=preprocessing_stamp(plan, tiles),
+                preprocessing=preprocessing_stamp(self.engine.tiles, self.limits.face_tiles),
             ),
         )
 

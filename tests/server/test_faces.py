@@ -48,8 +48,23 @@ async def test_faces_go_to_the_engine_as_margin_crops(
     for request in fake_engine.requests:
         crop, prompt = request.messages[0].parts
         assert not isinstance(crop, str) and isinstance(prompt, str)
-        assert crop.size[0] < 400  # a face crop, not the scene
+        assert crop.size == (64, 64)  # a face crop at one demo tile, not the scene
         assert request.sampling.structured and request.sampling.structured.json_schema
+
+
+async def test_a_large_photo_is_held_reduced_and_boxes_come_back_in_its_coordinates(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
+    """A 4096² JPEG decodes at half scale; the box still describes the photo that was sent."""
+    photo = astronaut().resize((4096, 4096))
+    r = await client.post(URL, json={"image": data_url(photo), "max_faces": 1})
+    assert r.status_code == 200, r.text
+    box = r.json()["faces"][0]["bbox"]
+    true_box = tuple(8 * v for v in TRUE_ASTRONAUT_FACE)
+    assert iou((box["x"], box["y"], box["w"], box["h"]), true_box) > 0.5  # type: ignore[arg-type]
+    (request,) = fake_engine.requests
+    assert request.messages[0].parts[0].size == (64, 64)  # type: ignore[union-attr]
+    assert r.json()["versions"]["preprocessing"] == "v2:margin=0.25,tile=64x64,tiles=1"
 
 
 async def test_two_faces_and_max_faces(client: httpx.AsyncClient) -> None:
