@@ -39,12 +39,18 @@ class TilePlan:
         """Read the image processor's config from a Hugging Face model directory: its own
         `preprocessor_config.json` (hub checkpoints), or the `image_processor` section of
         `processor_config.json` (what transformers 5 writes)."""
-        if (path / IMAGE_PROCESSOR_CONFIG).is_file():
-            config = json.loads((path / IMAGE_PROCESSOR_CONFIG).read_text())
-        else:
-            config = json.loads((path / PROCESSOR_CONFIG).read_text())["image_processor"]
-        size = config.get("size") or {}
-        tile = (int(size["width"]), int(size["height"]))
+        try:
+            if (path / IMAGE_PROCESSOR_CONFIG).is_file():
+                config = json.loads((path / IMAGE_PROCESSOR_CONFIG).read_text())
+            else:
+                config = json.loads((path / PROCESSOR_CONFIG).read_text())["image_processor"]
+            size = config["size"]
+            tile = (int(size["width"]), int(size["height"]))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path} has no usable image processor config ({IMAGE_PROCESSOR_CONFIG} or "
+                f"{PROCESSOR_CONFIG} with a tile size): is it an InternVL-family model?"
+            ) from e
         if not config.get("crop_to_patches", False):
             return cls(tile=tile)
         return cls(

@@ -72,3 +72,11 @@ def test_an_image_at_its_canvas_gets_the_same_grid_back(plan: TilePlan) -> None:
                 canvas = (plan.tile[0] * columns, plan.tile[1] * rows)
                 assert plan.grid(canvas) == (columns, rows), (limit, columns, rows)
                 assert plan.grid(canvas, limit) == (columns, rows)
+
+
+def test_a_directory_without_an_image_processor_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no usable image processor config"):
+        TilePlan.from_model_dir(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text('{"crop_to_patches": true}')
+    with pytest.raises(ValueError, match="InternVL-family"):
+        TilePlan.from_model_dir(tmp_path)
