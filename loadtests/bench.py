@@ -1,8 +1,16 @@
 """Side-by-side benchmark: engine-only ceiling, HTTP floor, this server, vLLM's OpenAI server.
 
-    python -m loadtests.bench [--concurrency 1 8 32] [--repeats 3] [--out results]
+    python -m loadtests.bench [--workload small photo] [--concurrency 1 8 32] [--repeats 3]
+    python -m loadtests.bench --workload photo    # the phone-photo workload alone (≈ 3–4 min)
 
 Same machine, same demo model, same engine settings, same requests (one distinct image each).
+Two workloads, both by default (`--workload`):
+- small: chat over a distinct --image-size² JPEG per request, on all four systems;
+- photo (`loadtests.bench_photo`): chat over a distinct 4032×3024 phone photo (≈ 2 MB JPEG) per
+  request at --photo-concurrency, on this server and vLLM's; then `/v1/faces/analyze` over photos
+  with two faces each, at concurrency 1, on this server only. It runs on the servers the small
+  workload started, after it, so it adds no server starts (≈ 40 s a repeat); alone, it starts
+  the two servers itself, and repeats twice by default since the starts take most of its time.
 The HTTP floor (`loadtests.bench_floor`) is the least any HTTP front can do around the same engine:
 it splits what HTTP itself costs here from what this server's layer adds.
 With 2 cores nothing runs beside the system under test: each repeat starts every system afresh,
@@ -34,17 +42,21 @@ import httpx
 
 from loadtests.bench_http import run_points
 from loadtests.bench_load import REPEAT_STRIDE, Point, plan_points
-from loadtests.bench_report import aggregate, markdown
+from loadtests.bench_photo import PhotoPlan, plan_photo, run_photo
+from loadtests.bench_report import report
 from loadtests.cpu import NoisePolicy
 
 log = logging.getLogger("loadtests.bench")
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMS = ("engine", "floor", "facellm", "vllm")
+WORKLOADS = ("small", "photo")
+WORKLOAD_SYSTEMS = {"small": SYSTEMS, "photo": ("facellm", "vllm")}
+FACES_SYSTEM = "facellm"  # the only one with /v1/faces/analyze
 PORTS = range(8121, 8140)
 START_TIMEOUT_S = 240
 ENGINE_RUN_TIMEOUT_S = 600
-# The same engine settings for all three (see model/vllm_engine.py and FIELD-NOTES).
+# The same engine settings for all three (see model/vllm_engine.py and docs/platform-notes.md).
 MAX_MODEL_LEN = 2048
 MAX_NUM_SEQS = 64
 MAX_IMAGES = 4
@@ -62,6 +74,12 @@ class Bench:
     warmup: int
     logs: Path
     noise: NoisePolicy  # own_groups is filled in per system
+    workloads: tuple[str, ...]
+    photo: PhotoPlan
+
+    def systems(self) -> tuple[str, ...]:
+        """The systems the chosen workloads need, in SYSTEMS order."""
+        return tuple(s for s in SYSTEMS if any(s in WORKLOAD_SYSTEMS[w] for w in self.workloads))
 
     def noise_args(self) -> list[str]:
         n = self.noise
@@ -166,29 +184,52 @@ def server_command(system: str, bench: Bench, port: int) -> tuple[list[str], dic
 
 
 def run_server(system: str, bench: Bench, repeat: int, image_offset: int) -> dict[str, Any]:
+    """Start the system once and run every chosen workload on it: {"startup_s", "workloads"}."""
     port = free_port()
     cmd, env, ready = server_command(system, bench, port)
     proc = Managed(cmd, bench.logs / f"{system}-{repeat}.log", env)
     try:
         startup_s = proc.wait_ready(f"http://127.0.0.1:{port}{ready}")
-        points = asyncio.run(
-            run_points(
-                f"http://127.0.0.1:{port}",
-                bench.points,
-                image_size=bench.image_size,
-                image_offset=image_offset,
-                max_tokens=bench.max_tokens,
-                warmup=bench.warmup,
-                noise=replace(bench.noise, own_groups=frozenset({os.getpgrp(), proc.proc.pid})),
-                server_group=proc.proc.pid,  # its own session: the group id is its pid
-            )
-        )
+        workloads = asyncio.run(serve_workloads(system, bench, port, image_offset, proc.proc.pid))
     finally:
         proc.stop()
-    return {"startup_s": startup_s, "points": points}
+    return {"startup_s": startup_s, "workloads": workloads}
+
+
+async def serve_workloads(
+    system: str, bench: Bench, port: int, image_offset: int, group: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The small workload, then the photo one, on a started server: {workload: points}."""
+    base = f"http://127.0.0.1:{port}"
+    # The server runs in its own session: its process group id is its pid.
+    noise = replace(bench.noise, own_groups=frozenset({os.getpgrp(), group}))
+    workloads: dict[str, list[dict[str, Any]]] = {}
+    if "small" in bench.workloads:
+        workloads["small"] = await run_points(
+            base,
+            bench.points,
+            image_size=bench.image_size,
+            image_offset=image_offset,
+            max_tokens=bench.max_tokens,
+            warmup=bench.warmup,
+            noise=noise,
+            server_group=group,
+        )
+    if "photo" in bench.workloads and system in WORKLOAD_SYSTEMS["photo"]:
+        workloads |= await run_photo(
+            base,
+            bench.photo,
+            faces=system == FACES_SYSTEM,
+            image_offset=image_offset,
+            max_tokens=bench.max_tokens,
+            noise=noise,
+            server_group=group,
+        )
+    return workloads
 
 
 def run_engine(bench: Bench, repeat: int, image_offset: int) -> dict[str, Any]:
+    """The ceiling, in its own process; the small workload only (it takes no HTTP)."""
     out = bench.logs / f"engine-{repeat}.json"
     spec = ",".join(f"{p.concurrency}:{p.requests}:{p.first_image}" for p in bench.points)
     cmd = [
@@ -208,34 +249,55 @@ def run_engine(bench: Bench, repeat: int, image_offset: int) -> dict[str, Any]:
     if code != 0:
         raise RuntimeError(f"engine-only run exited {code}; see {proc.log_path}")
     result: dict[str, Any] = json.loads(out.read_text())
-    return result
+    return {"startup_s": result["startup_s"], "workloads": {"small": result["points"]}}
 
 
 def run_all(bench: Bench) -> list[dict[str, Any]]:
+    """Every repeat, every system once in rotated order: one run record per workload it ran."""
     runs = []
+    systems = bench.systems()
     for repeat in range(bench.repeats):
         image_offset = REPEAT_STRIDE * (repeat + 1)  # fresh images in every repeat
-        order = SYSTEMS[repeat % len(SYSTEMS) :] + SYSTEMS[: repeat % len(SYSTEMS)]
+        order = systems[repeat % len(systems) :] + systems[: repeat % len(systems)]
         for system in order:
             log.info("repeat %d: %s", repeat + 1, system)
             if system == "engine":
                 result = run_engine(bench, repeat, image_offset)
             else:
                 result = run_server(system, bench, repeat, image_offset)
-            runs.append({"system": system, "repeat": repeat, **result})
-            for p in result["points"]:
-                log.info(
-                    "  c=%d: %.1f req/s, e2e p50 %.0f ms (others took %.0f%% CPU; attempt %d)",
-                    *(p["concurrency"], p["req_per_s"], p["e2e_p50_ms"]),
-                    *(100 * p["others_cpu_share"], p["attempts"]),
+            for workload, points in result["workloads"].items():
+                runs.append(
+                    {"system": system, "repeat": repeat, "workload": workload, "points": points}
+                    | {"startup_s": result["startup_s"]}
                 )
+                log_points(workload, points)
     return runs
+
+
+def log_points(workload: str, points: list[dict[str, Any]]) -> None:
+    for p in points:
+        log.info(
+            "  %s c=%d: %.2f req/s, e2e p50 %.0f ms (others took %.0f%% CPU; attempt %d)",
+            *(workload, p["concurrency"], p["req_per_s"], p["e2e_p50_ms"]),
+            *(100 * p["others_cpu_share"], p["attempts"]),
+        )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__.split(".")[0])
+    p.add_argument(
+        "--workload",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="small: a distinct --image-size² JPEG per chat request, all four systems; "
+        "photo: a distinct 4032×3024 phone photo per request — chat on this server and vLLM's, "
+        "then /v1/faces/analyze (two faces a photo) on this server (default: both)",
+    )
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--repeats", type=int, help="default: 3, or 2 for the photo workload alone (≈ 3–4 min)"
+    )
     p.add_argument("--requests-per-user", type=int, default=16, help="requests per point / users")
     p.add_argument("--min-requests", type=int, default=64, help="fewest requests in a point")
     p.add_argument("--max-tokens", type=int, default=16)
@@ -244,6 +306,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stream-interval", type=int, default=1, help="tokens per streamed event, all systems"
     )
     p.add_argument("--warmup", type=int, default=32, help="requests before measuring")
+    p.add_argument("--photo-concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--photo-requests", type=int, default=12, help="min per photo chat point")
+    p.add_argument("--face-requests", type=int, default=10, help="face analyses over photos")
+    p.add_argument("--photo-warmup", type=int, default=2, help="photos of each kind, unmeasured")
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument(
         "--max-noise", type=float, default=0.15, help="share of CPUs others may take in a point"
@@ -253,9 +319,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quiet-wait", type=float, default=10, help="seconds to wait for quiet before a point"
     )
     p.add_argument(
-        "--patience", type=float, default=600, help="seconds after which nothing waits or retries"
+        "--patience", type=float, default=900, help="seconds after which nothing waits or retries"
     )
     return p.parse_args(argv)
+
+
+def repeats(args: argparse.Namespace) -> int:
+    if args.repeats is not None:
+        return int(args.repeats)
+    return 3 if "small" in args.workload else 2
+
+
+def make_bench(args: argparse.Namespace, model_dir: Path, logs: Path) -> Bench:
+    return Bench(
+        model_dir,
+        plan_points(args.concurrency, args.requests_per_user, args.min_requests),
+        repeats(args),
+        args.max_tokens,
+        args.image_size,
+        args.stream_interval,
+        args.warmup,
+        logs,
+        NoisePolicy(
+            own_groups=frozenset(),
+            max_share=args.max_noise,
+            attempts=args.attempts,
+            quiet_wait_s=args.quiet_wait,
+            deadline=time.time() + args.patience,
+        ),
+        workloads=tuple(w for w in WORKLOADS if w in args.workload),
+        photo=plan_photo(
+            args.photo_concurrency, args.photo_requests, args.face_requests, args.photo_warmup
+        ),
+    )
+
+
+def bench_meta(bench: Bench, wall_s: float) -> dict[str, Any]:
+    return {
+        "model_dir": str(bench.model_dir),
+        "workloads": list(bench.workloads),
+        "points": [vars(p) for p in bench.points],
+        "photo": bench.photo.meta(),
+        "repeats": bench.repeats,
+        "max_tokens": bench.max_tokens,
+        "image_size": bench.image_size,
+        "stream_interval": bench.stream_interval,
+        "cpus": os.cpu_count(),
+        "wall_s": round(wall_s, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,42 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = args.out / f"bench-{stamp}-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    points = plan_points(args.concurrency, args.requests_per_user, args.min_requests)
-    bench = Bench(
-        model_dir,
-        points,
-        args.repeats,
-        args.max_tokens,
-        args.image_size,
-        args.stream_interval,
-        args.warmup,
-        logs,
-        NoisePolicy(
-            own_groups=frozenset(),
-            max_share=args.max_noise,
-            attempts=args.attempts,
-            quiet_wait_s=args.quiet_wait,
-            deadline=time.time() + args.patience,
-        ),
-    )
+    bench = make_bench(args, model_dir, logs)
     started = time.monotonic()
     runs = run_all(bench)
-    summary = aggregate(runs)
-    meta = {
-        "model_dir": str(model_dir),
-        "points": [vars(p) for p in points],
-        "repeats": args.repeats,
-        "max_tokens": args.max_tokens,
-        "image_size": args.image_size,
-        "stream_interval": args.stream_interval,
-        "cpus": os.cpu_count(),
-        "wall_s": round(time.monotonic() - started, 1),
-    }
-    table = markdown(summary, meta)
-    payload = {"meta": meta, "summary": summary, "runs": runs}
+    payload, text = report(runs, bench_meta(bench, time.monotonic() - started))
     (args.out / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (args.out / f"bench-{stamp}.md").write_text(table)
-    sys.stdout.write(table)
+    (args.out / f"bench-{stamp}.md").write_text(text)
+    sys.stdout.write(text)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Benchmark runs → medians and spreads per system and concurrency, ratios, a Markdown report.
 
+Each workload part (the small images; chat and faces over photos) is summarised on its own.
+
 Ratios are taken within a repeat (same images, same machine state, minutes apart) and then
 summarised over repeats, so their spread shows how far a single comparison can be trusted.
 """
@@ -28,6 +30,8 @@ LABELS = {
     OURS: "FaceLLM Serve",
     VLLM: "vLLM OpenAI server",
 }
+RATIO_METRICS = ("req_per_s", "ttft_p50_ms", "e2e_p50_ms", "e2e_p95_ms")
+PARTS = ("small", "photo_chat", "photo_faces")  # workload parts, as run records name them
 # The goal for this layer (issue 6): near-ceiling throughput and p50 latency at every point.
 MIN_THROUGHPUT_RATIO = 0.9
 MAX_LATENCY_RATIO = 1.1
@@ -63,7 +67,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for one, other in pairs:
             if one not in systems or other not in systems:
                 continue
-            for metric in ("req_per_s", "ttft_p50_ms", "e2e_p50_ms"):
+            for metric in RATIO_METRICS:
                 ratios[f"{metric} {_short(one)}/{other}"] = spread(
                     [points[one, r, c][metric] / points[other, r, c][metric] for r in repeats]
                 )
@@ -172,3 +176,103 @@ def cpu_table(summary: Mapping[str, Any]) -> list[str]:
             cells = " | ".join(f"{cpu[role]:.2f}" for role in ROLES)
             lines.append(f"| {c} | {LABELS[system]} | {cells} | {sum(cpu.values()):.2f} |")
     return lines
+
+
+def _median_body_mb(runs: Sequence[Mapping[str, Any]], part: str) -> float | None:
+    sizes = [p["body_mb"] for r in runs if r["workload"] == part for p in r["points"]]
+    return statistics.median(sizes) if sizes else None
+
+
+def report(
+    runs: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """(JSON payload, Markdown) of a run: a section per workload that ran."""
+    summaries = {part: aggregate([r for r in runs if r["workload"] == part]) for part in PARTS}
+    meta = {
+        **meta,
+        "photo_body_mb": {p: _median_body_mb(runs, p) for p in ("photo_chat", "photo_faces")},
+    }
+    sections = []
+    if "small" in meta["workloads"]:
+        sections.append(markdown(summaries["small"], meta))
+    else:
+        sections.append("# Benchmark: FaceLLM Serve vs vLLM's OpenAI server, phone photos\n")
+    if "photo" in meta["workloads"]:
+        sections.append(photo_markdown(summaries["photo_chat"], summaries["photo_faces"], meta))
+    payload = {
+        "meta": meta,
+        "summary": summaries["small"],
+        "photo": {"chat": summaries["photo_chat"], "faces": summaries["photo_faces"]},
+        "runs": list(runs),
+    }
+    return payload, "\n".join(sections)
+
+
+def _mb(meta: Mapping[str, Any], part: str) -> str:
+    size = meta.get("photo_body_mb", {}).get(part)
+    return "?" if size is None else f"{size:.1f}"
+
+
+PHOTO_RATIOS = ("req_per_s", "e2e_p50_ms", "e2e_p95_ms", "ttft_p50_ms")
+
+
+def photo_markdown(
+    chat: Mapping[str, Any], faces: Mapping[str, Any], meta: Mapping[str, Any]
+) -> str:
+    """Chat over photos (ours and vLLM's, with ratios), then faces over photos (ours alone)."""
+    lines = [
+        "## Photo workload: a different 4032×3024 phone photo per request",
+        "",
+        "JPEG at quality 90, made from scikit-image's astronaut photograph "
+        f"(`loadtests/photos.py`); {meta['repeats']} repeats, median (min–max), on the servers "
+        "the small workload started when both ran. Others' CPU %: the most that processes "
+        "outside the benchmark took in a repeat.",
+        "",
+        f"### Chat over photos ({_mb(meta, 'photo_chat')} MB request bodies)",
+        "",
+        f"The small workload's request with a photo: {meta['max_tokens']} output tokens, streamed.",
+        "",
+        "| conc | system | req/s | e2e p50 ms | e2e p95 ms | TTFT p50 ms | errors "
+        "| others' CPU % |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *_photo_rows(chat, ttft=True),
+        "",
+        "| conc | req/s ours/vLLM | e2e p50 ours/vLLM | e2e p95 ours/vLLM | TTFT p50 ours/vLLM |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for c, point in chat.items():
+        r = point["ratios"]
+        names = [f"{metric} ours/{VLLM}" for metric in PHOTO_RATIOS]
+        cells = [_cell(r[name], 2) if name in r else "n/a" for name in names]
+        lines.append(f"| {c} | {' | '.join(cells)} |")
+    lines += ["", *cpu_table(chat), "", *_faces_section(faces, meta)]
+    return "\n".join(lines) + "\n"
+
+
+def _photo_rows(summary: Mapping[str, Any], ttft: bool) -> list[str]:
+    rows = []
+    for c, point in summary.items():
+        for system, m in point["systems"].items():
+            cells = [_cell(m["req_per_s"], 2), _cell(m["e2e_p50_ms"]), _cell(m["e2e_p95_ms"])]
+            cells += [_cell(m["ttft_p50_ms"])] if ttft else []
+            cells += [str(m["errors"]), f"{100 * m['others_cpu_share']['max']:.0f}"]
+            rows.append(f"| {c} | {LABELS[system]} | {' | '.join(cells)} |")
+    return rows
+
+
+def _faces_section(faces: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    head = f"### Faces over photos ({_mb(meta, 'photo_faces')} MB request bodies)"
+    if not faces:
+        return [head, "", "Not run."]
+    return [
+        head,
+        "",
+        "`POST /v1/faces/analyze`, two faces in every photo, every served attribute, one request "
+        "at a time; this server only (vLLM has no such endpoint). Latency: the whole answer.",
+        "",
+        "| conc | system | req/s | e2e p50 ms | e2e p95 ms | errors | others' CPU % |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+        *_photo_rows(faces, ttft=False),
+        "",
+        *cpu_table(faces),
+    ]

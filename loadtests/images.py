@@ -13,9 +13,9 @@ from functools import cache
 
 from PIL import Image, ImageEnhance, ImageOps
 
-# The astronaut's face box in the 512×512 original (OpenCV Haar cascade; see FIELD-NOTES).
-_FACE = (177, 66, 95, 95)
-_ORIGINAL_SIDE = 512
+# The astronaut's face box in the 512×512 original (Haar cascade; docs/platform-notes.md).
+FACE_BOX = (177, 66, 95, 95)
+ORIGINAL_SIDE = 512
 
 
 @cache
@@ -28,10 +28,10 @@ def astronaut() -> Image.Image:
 def face_variant(index: int, size: int = 256) -> Image.Image:
     """The `index`-th variant: a square crop around the face, maybe mirrored, resized to `size`."""
     rng = random.Random(index)
-    x, y, w, h = _FACE
-    side = rng.randint(int(1.5 * w), _ORIGINAL_SIDE - 64)
-    left = rng.randint(max(0, x + w - side), min(x, _ORIGINAL_SIDE - side))
-    top = rng.randint(max(0, y + h - side), min(y, _ORIGINAL_SIDE - side))
+    x, y, w, h = FACE_BOX
+    side = rng.randint(int(1.5 * w), ORIGINAL_SIDE - 64)
+    left = rng.randint(max(0, x + w - side), min(x, ORIGINAL_SIDE - side))
+    top = rng.randint(max(0, y + h - side), min(y, ORIGINAL_SIDE - side))
     image = astronaut().crop((left, top, left + side, top + side))
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)

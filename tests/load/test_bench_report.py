@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from loadtests.bench_report import aggregate, goal_met, markdown
+from loadtests.bench_report import aggregate, goal_met, markdown, report
 
 
 def point(c: int, rps: float, e2e: float) -> dict[str, Any]:
@@ -68,3 +68,55 @@ def test_markdown_has_a_row_per_system_and_a_ratio_row_per_point() -> None:
     assert "HTTP floor" in text and "n/a" not in text
     assert "0.88 (0.80–0.95)" in text  # req/s ours/ceiling
     assert "| 8 | FaceLLM Serve | 1.00 | 2.00 | 3.00 | 0.00 | 6.00 |" in text
+
+
+def photo_runs() -> list[dict[str, Any]]:
+    """Both servers over photos in two repeats, and faces on ours alone."""
+    rps = {"facellm": (2.0, 3.0), "vllm": (1.0, 2.0)}
+    runs = [
+        {
+            "system": system,
+            "repeat": r,
+            "workload": "photo_chat",
+            "points": [
+                point(c, c * rps[system][r], 1000 / rps[system][r]) | {"body_mb": 2.8}
+                for c in (1, 8)
+            ],
+        }
+        for system in rps
+        for r in (0, 1)
+    ]
+    faces = [point(1, 0.5, 2000.0) | {"body_mb": 2.7}]
+    return runs + [
+        {"system": "facellm", "repeat": r, "workload": "photo_faces", "points": faces}
+        for r in (0, 1)
+    ]
+
+
+def meta(*workloads: str) -> dict[str, Any]:
+    return {"repeats": 2, "max_tokens": 16, "image_size": 256, "cpus": 2, "wall_s": 1.0} | {
+        "workloads": list(workloads)
+    }
+
+
+def test_report_has_a_photo_section_with_ours_over_vllm() -> None:
+    small = [r | {"workload": "small"} for r in runs()]
+    payload, text = report(small + photo_runs(), meta("small", "photo"))
+    assert text.startswith("# Benchmark: engine only") and "## Photo workload" in text
+    chat = payload["photo"]["chat"]
+    assert set(chat) == {"1", "8"} and set(chat["8"]["systems"]) == {"facellm", "vllm"}
+    assert chat["1"]["ratios"]["req_per_s ours/vllm"]["min"] == pytest.approx(1.5)
+    assert payload["photo"]["faces"]["1"]["systems"]["facellm"]["e2e_p50_ms"]["median"] == 2000
+    assert payload["summary"]["8"]["systems"]["engine"]["req_per_s"]["median"] == 105.0
+    assert payload["meta"]["photo_body_mb"] == {"photo_chat": 2.8, "photo_faces": 2.7}
+    assert "### Chat over photos (2.8 MB request bodies)" in text
+    # req/s ours/vLLM per repeat: 2/1 and 3/2 → median 1.75 (1.50–2.00); e2e the inverse.
+    assert "| 1 | 1.75 (1.50–2.00) | 0.58 (0.50–0.67) | 0.58 (0.50–0.67) |" in text
+    assert "| 1 | FaceLLM Serve | 0.50 (0.50–0.50) | 2000 (2000–2000) |" in text
+    assert "### Faces over photos (2.7 MB request bodies)" in text
+
+
+def test_a_photo_only_report_has_no_small_tables() -> None:
+    payload, text = report(photo_runs(), meta("photo"))
+    assert payload["summary"] == {} and "engine only" not in text
+    assert text.startswith("# Benchmark: FaceLLM Serve vs vLLM") and "Faces over photos" in text

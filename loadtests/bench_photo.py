@@ -1,0 +1,191 @@
+"""The photo workload of the benchmark: 12-megapixel phone photos (`loadtests.photos`), ≈ 2 MB each.
+
+Two parts, run on a server that is already up (the one the small-image workload measured, when
+both run): chat completions over photos — the very request body of the small workload, only the
+image differs — at each concurrency, against this server and vLLM's; then, on this server only
+(vLLM has no such endpoint), `/v1/faces/analyze` over photos with two faces each, one at a time.
+
+A 12 MP JPEG takes ≈ 0.2 s to make, so only the photos a run sends are made, before the clock, and
+each batch is kept for the next system of the same repeat, which sends the very same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import aiohttp
+
+from loadtests.bench_http import JSON_HEADERS, TIMEOUT, RequestFailed, chat_body, stream_chat
+from loadtests.bench_load import (
+    RETRY_STRIDE,
+    WARMUP_FIRST_IMAGE,
+    Point,
+    Sample,
+    closed_loop,
+    plan_points,
+    run_point,
+)
+from loadtests.cpu import NoisePolicy
+from loadtests.photos import photo_data_urls
+
+log = logging.getLogger("loadtests.bench")
+
+FACES_PATH = "/v1/faces/analyze"
+FACES_PER_PHOTO = 2
+FACE_CONCURRENCY = 1
+PER_USER = 2  # chat requests per concurrent user; --photo-requests is the floor
+# Batches kept of each kind: a repeat's warm-up and points (and a retry), so the second system of
+# a repeat finds them all; older ones go (≈ 2.7 MB a request body).
+_KEPT_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class PhotoPlan:
+    """What the photo workload sends to each server, in each repeat."""
+
+    chat_points: tuple[Point, ...]
+    face_requests: int  # 0: no faces part
+    warmup: int  # chat requests (and as many face requests) before measuring
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "chat_points": [vars(p) for p in self.chat_points],
+            "face_requests": self.face_requests,
+            "face_concurrency": FACE_CONCURRENCY,
+            "warmup": self.warmup,
+        }
+
+
+def plan_photo(
+    concurrencies: Sequence[int], min_requests: int, face_requests: int, warmup: int
+) -> PhotoPlan:
+    """Chat points of max(min_requests, PER_USER × concurrency) photos each."""
+    points = plan_points(concurrencies, PER_USER, min_requests)
+    return PhotoPlan(tuple(points), face_requests, warmup)
+
+
+@lru_cache(maxsize=_KEPT_BATCHES)
+def chat_bodies(count: int, first: int, model: str, max_tokens: int) -> tuple[bytes, ...]:
+    urls = photo_data_urls("chat", count, first)
+    return tuple(chat_body(url, model, max_tokens) for url in urls)
+
+
+def face_body(image_url: str) -> bytes:
+    """Every served attribute, for every face found (the endpoint's defaults)."""
+    return json.dumps({"image": image_url}).encode()
+
+
+@lru_cache(maxsize=_KEPT_BATCHES)
+def face_bodies(count: int, first: int) -> tuple[bytes, ...]:
+    return tuple(face_body(url) for url in photo_data_urls("faces", count, first))
+
+
+async def post_faces(session: aiohttp.ClientSession, url: str, body: bytes) -> Sample:
+    """One face analysis, not streamed: its time to first token is its whole time. An answer
+    with other than two faces fails, since the workload would no longer be what it says."""
+    start = time.perf_counter()
+    async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
+        raw = await resp.read()
+        status = resp.status
+    end = time.perf_counter()
+    if status != 200:
+        raise RequestFailed(f"HTTP {status}: {raw[:200].decode(errors='replace')}")
+    answer = json.loads(raw)
+    found = len(answer.get("faces") or [])
+    if found != FACES_PER_PHOTO:
+        raise RequestFailed(f"{found} faces in the answer, not {FACES_PER_PHOTO}")
+    usage = answer["usage"]
+    return Sample(
+        ttft_s=end - start,
+        e2e_s=end - start,
+        tokens=usage["completion_tokens"],
+        prompt_tokens=usage["prompt_tokens"],
+    )
+
+
+def _body_mb(bodies: Sequence[bytes]) -> float:
+    return statistics.fmean(len(b) for b in bodies) / 1e6 if bodies else 0.0
+
+
+Send = Callable[[bytes], Awaitable[Sample]]
+ItemsFor = Callable[[int], Sequence[bytes]]
+
+
+async def _warm_up(bodies: Sequence[bytes], send: Send, what: str) -> None:
+    """A few photos at once first: the first large images pay one-time costs points should not."""
+    if not bodies:
+        return
+    _, errors, _ = await closed_loop(len(bodies), bodies, send)
+    if errors:
+        log.warning("  photo %s warm-up: %d errors, first: %s", what, len(errors), errors[0])
+
+
+async def _measure(
+    point: Point, items_for: ItemsFor, send: Send, noise: NoisePolicy, server_group: int
+) -> dict[str, Any]:
+    """`run_point`, plus the mean request body of the attempt that counted (a cache hit)."""
+    result = await run_point(point, items_for, send, noise, server_group)
+    result["body_mb"] = _body_mb(items_for(result["attempts"] - 1))
+    return result
+
+
+def chat_items(point: Point, image_offset: int, model: str, max_tokens: int) -> ItemsFor:
+    """A point's request bodies for each attempt: fresh photos on every retry."""
+    first = image_offset + point.first_image
+    return lambda attempt: chat_bodies(
+        point.requests, first + attempt * RETRY_STRIDE, model, max_tokens
+    )
+
+
+def face_items(count: int, image_offset: int) -> ItemsFor:
+    return lambda attempt: face_bodies(count, image_offset + attempt * RETRY_STRIDE)
+
+
+async def run_photo(
+    base_url: str,
+    plan: PhotoPlan,
+    *,
+    faces: bool,
+    image_offset: int,
+    max_tokens: int,
+    noise: NoisePolicy,
+    server_group: int,
+    model: str = "demo",
+) -> dict[str, list[dict[str, Any]]]:
+    """Chat points over photos, then, when `faces`, the face-analysis point: {workload: points}."""
+    chat_url, faces_url = f"{base_url}/v1/chat/completions", f"{base_url}{FACES_PATH}"
+    connector = aiohttp.TCPConnector(limit=max(p.concurrency for p in plan.chat_points) + 8)
+    async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
+
+        async def send_chat(body: bytes) -> Sample:
+            return await stream_chat(session, chat_url, body)
+
+        async def send_faces(body: bytes) -> Sample:
+            return await post_faces(session, faces_url, body)
+
+        warm = chat_bodies(plan.warmup, WARMUP_FIRST_IMAGE, model, max_tokens)
+        await _warm_up(warm, send_chat, "chat")
+        chat = [
+            await _measure(
+                point,
+                chat_items(point, image_offset, model, max_tokens),
+                send_chat,
+                noise,
+                server_group,
+            )
+            for point in plan.chat_points
+        ]
+        if not faces or plan.face_requests < 1:
+            return {"photo_chat": chat}
+        await _warm_up(face_bodies(plan.warmup, WARMUP_FIRST_IMAGE), send_faces, "faces")
+        point = Point(FACE_CONCURRENCY, plan.face_requests, 0)
+        items = face_items(plan.face_requests, image_offset)
+        face_point = await _measure(point, items, send_faces, noise, server_group)
+    return {"photo_chat": chat, "photo_faces": [face_point]}

@@ -1,0 +1,128 @@
+"""12-megapixel phone photos for load: what users really send, not the small crops of `images`.
+
+Two kinds, both from scikit-image's astronaut (a real photograph, nothing downloaded), scaled up
+to 4032×3024 (a 12 MP phone camera), with fine sensor-like grain so the JPEG (quality 90) weighs
+about 2 MB as a phone's would (a smooth upscale alone compresses to half that):
+
+- `chat_photo`: a 4:3 crop around the face, varied (crop, mirror, exposure), for chat requests;
+- `faces_photo`: two astronaut portraits (~1500 px) side by side on a neutral background, for
+  `/v1/faces/analyze`; OpenCV's Haar detector finds exactly these two faces.
+
+Every index gives different pixels — a 40-bit stamp of the index in a corner guarantees it, and the
+grain's offset differs within the faces too — so neither vLLM's multimodal cache (keyed on pixels)
+nor any other cache can hit. The same index always gives the same bytes, so every system sees the
+same load.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from functools import cache
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageOps
+
+from loadtests.images import FACE_BOX, ORIGINAL_SIDE, astronaut, jpeg_data_url
+
+PhotoKind = Literal["chat", "faces"]
+PHOTO_SIZE = (4032, 3024)
+QUALITY = 90
+PORTRAIT_SIDE = 1500  # at full size; scaled with the photo
+# Head and shoulders only: with the whole 512² picture (flag, suit patches), the Haar cascade
+# now and then finds a third "face" at this scale; with this crop it found exactly two in 100.
+_PORTRAIT_BOX = (75, 0, 375, 300)
+_GRAIN_TILE = (1024, 768)
+_GRAIN_SIGMA = 3.0  # grey levels; makes a 4032×3024 JPEG at quality 90 weigh ≈ 2 MB
+_STAMP_BITS = 40
+
+
+@cache
+def _grain_tile() -> Image.Image:
+    """Gaussian luminance grain around 128, fixed seed: a tile, pasted at per-index offsets."""
+    w, h = _GRAIN_TILE
+    noise = np.random.default_rng(0).normal(128.0, _GRAIN_SIGMA, (h, w))
+    return Image.fromarray(noise.round().clip(0, 255).astype(np.uint8), mode="L")
+
+
+def _add_grain(image: Image.Image, index: int) -> Image.Image:
+    """Tile the grain over the image from an offset that differs for nearby indices (a bijection
+    over one tile's positions), so even the pixels inside a face differ from photo to photo."""
+    tile = _grain_tile()
+    w, h = tile.size
+    k = index * 7919 % (w * h)  # 7919 is prime, coprime with 1024 × 768
+    ox, oy = k % w, k // w
+    grain = Image.new("L", image.size)
+    for x in range(-ox, image.width, w):
+        for y in range(-oy, image.height, h):
+            grain.paste(tile, (x, y))
+    return ImageChops.add(image, Image.merge("RGB", (grain, grain, grain)), 1.0, -128)
+
+
+def _stamp(image: Image.Image, index: int) -> None:
+    """The index in binary, black and white squares at the bottom left: no two photos are equal."""
+    if not 0 <= index < 2**_STAMP_BITS:
+        raise ValueError(f"photo index out of range: {index}")
+    block = max(2, image.width // 168)  # 24 px at full size
+    draw = ImageDraw.Draw(image)
+    top = image.height - 2 * block
+    for bit in range(_STAMP_BITS):
+        shade = 255 if index >> bit & 1 else 0
+        left = block + bit * block
+        draw.rectangle((left, top, left + block - 1, top + block - 1), fill=(shade,) * 3)
+
+
+def chat_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
+    """A landscape photo of the astronaut: a varied 4:3 crop around the face, scaled up."""
+    rng = random.Random(index)
+    x, y, w, h = FACE_BOX
+    width = rng.randint(int(2.5 * w), ORIGINAL_SIDE)
+    height = width * 3 // 4
+    left = rng.randint(max(0, x + w - width), min(x, ORIGINAL_SIDE - width))
+    top = rng.randint(max(0, y + h - height), min(y, ORIGINAL_SIDE - height))
+    image = astronaut().crop((left, top, left + width, top + height))
+    if rng.random() < 0.5:
+        image = ImageOps.mirror(image)
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.85, 1.15))
+    image = _add_grain(image.resize(size, Image.Resampling.BILINEAR), index)
+    _stamp(image, index)
+    return image
+
+
+def faces_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
+    """Two astronaut portraits side by side on a grey background, each centred in its half.
+
+    Only what the Haar cascade tolerates varies: background tint, mirroring, a little exposure,
+    the grain and the stamp. Moving or resizing the portraits made it see a third face at times.
+    """
+    rng = random.Random(index)
+    width, height = size
+    grey = rng.randint(100, 170)
+    tint = (grey + rng.randint(-12, 12), grey, grey + rng.randint(-12, 12))
+    image = Image.new("RGB", size, tint)
+    side = round(PORTRAIT_SIDE * width / PHOTO_SIZE[0])
+    for half in (0, 1):
+        portrait = astronaut().crop(_PORTRAIT_BOX)
+        if rng.random() < 0.5:
+            portrait = ImageOps.mirror(portrait)
+        portrait = ImageEnhance.Brightness(portrait).enhance(rng.uniform(0.9, 1.1))
+        portrait = portrait.resize((side, side), Image.Resampling.BILINEAR)
+        image.paste(portrait, (half * width // 2 + (width // 2 - side) // 2, (height - side) // 2))
+    image = _add_grain(image, index)
+    _stamp(image, index)
+    return image
+
+
+PHOTOS: dict[PhotoKind, Callable[[int, tuple[int, int]], Image.Image]] = {
+    "chat": chat_photo,
+    "faces": faces_photo,
+}
+
+
+def photo_data_urls(
+    kind: PhotoKind, count: int, start: int = 0, size: tuple[int, int] = PHOTO_SIZE
+) -> list[str]:
+    """`count` distinct JPEG data URLs of one kind, photos `start` … `start + count - 1`."""
+    make = PHOTOS[kind]
+    return [jpeg_data_url(make(i, size), QUALITY) for i in range(start, start + count)]
