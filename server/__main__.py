@@ -21,6 +21,7 @@ from server.app import create_app
 from server.config import Settings
 from server.limits import Admission
 from server.logs import configure_logging
+from server.memory import tune_malloc
 from server.state import AppState
 
 
@@ -61,6 +62,7 @@ class DrainingServer(uvicorn.Server):
 
 
 def main() -> None:
+    tune_malloc()  # first, before anything large is allocated (see server/memory.py)
     settings = CliApp.run(Settings)
     configure_logging(settings.log_level)
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # vLLM's ZMQ stays on loopback
