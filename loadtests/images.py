@@ -25,14 +25,19 @@ def astronaut() -> Image.Image:
     return Image.fromarray(data.astronaut())
 
 
+def crop_around_face(rng: random.Random, width: int, height: int) -> Image.Image:
+    """A width × height crop of the astronaut photo, placed at random but holding the whole face."""
+    x, y, w, h = FACE_BOX
+    left = rng.randint(max(0, x + w - width), min(x, ORIGINAL_SIDE - width))
+    top = rng.randint(max(0, y + h - height), min(y, ORIGINAL_SIDE - height))
+    return astronaut().crop((left, top, left + width, top + height))
+
+
 def face_variant(index: int, size: int = 256) -> Image.Image:
     """The `index`-th variant: a square crop around the face, maybe mirrored, resized to `size`."""
     rng = random.Random(index)
-    x, y, w, h = FACE_BOX
-    side = rng.randint(int(1.5 * w), ORIGINAL_SIDE - 64)
-    left = rng.randint(max(0, x + w - side), min(x, ORIGINAL_SIDE - side))
-    top = rng.randint(max(0, y + h - side), min(y, ORIGINAL_SIDE - side))
-    image = astronaut().crop((left, top, left + side, top + side))
+    side = rng.randint(int(1.5 * FACE_BOX[2]), ORIGINAL_SIDE - 64)
+    image = crop_around_face(rng, side, side)
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.8, 1.2))

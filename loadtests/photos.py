@@ -24,7 +24,13 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageOps
 
-from loadtests.images import FACE_BOX, ORIGINAL_SIDE, astronaut, jpeg_data_url
+from loadtests.images import (
+    FACE_BOX,
+    ORIGINAL_SIDE,
+    astronaut,
+    crop_around_face,
+    jpeg_data_url,
+)
 
 PhotoKind = Literal["chat", "faces"]
 PHOTO_SIZE = (4032, 3024)
@@ -76,12 +82,8 @@ def _stamp(image: Image.Image, index: int) -> None:
 def chat_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
     """A landscape photo of the astronaut: a varied 4:3 crop around the face, scaled up."""
     rng = random.Random(index)
-    x, y, w, h = FACE_BOX
-    width = rng.randint(int(2.5 * w), ORIGINAL_SIDE)
-    height = width * 3 // 4
-    left = rng.randint(max(0, x + w - width), min(x, ORIGINAL_SIDE - width))
-    top = rng.randint(max(0, y + h - height), min(y, ORIGINAL_SIDE - height))
-    image = astronaut().crop((left, top, left + width, top + height))
+    width = rng.randint(int(2.5 * FACE_BOX[2]), ORIGINAL_SIDE)
+    image = crop_around_face(rng, width, width * 3 // 4)
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.85, 1.15))

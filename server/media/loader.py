@@ -50,22 +50,14 @@ class LoadedImage:
     original: Size  # the upright size the client sent, for coordinates in responses
 
 
+@dataclass
 class ImageLoader:
-    def __init__(
-        self,
-        policy: MediaPolicy,
-        metrics: Metrics,
-        budget: PixelBudget,
-        wait_timeout_s: float,
-        client: httpx.AsyncClient | None = None,
-        resolver: Resolver = system_resolver,
-    ) -> None:
-        self.policy = policy
-        self.metrics = metrics
-        self.budget = budget
-        self.wait_timeout_s = wait_timeout_s
-        self.client = client
-        self.resolver = resolver
+    policy: MediaPolicy
+    metrics: Metrics
+    budget: PixelBudget
+    wait_timeout_s: float  # longest wait for room in the budget: the request's deadline
+    client: httpx.AsyncClient | None = None
+    resolver: Resolver = system_resolver
 
     async def load(
         self, source: str, param: str, need: Need, *, raw_base64: bool = False
