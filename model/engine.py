@@ -89,6 +89,11 @@ class EngineDeadError(EngineError):
     """The engine process is gone; only a restart helps."""
 
 
+class EngineAborted(EngineError):
+    """The engine ended the request before it finished, without being asked to by us (vLLM's
+    finish reason "abort"). Not a completion: what was generated so far is not an answer."""
+
+
 class InvalidGenerationRequest(ValueError):
     """The engine refused the request as malformed (e.g. prompt longer than the context)."""
 

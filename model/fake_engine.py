@@ -14,6 +14,7 @@ from typing import Any
 from model.demo import DEMO_TILES
 from model.engine import (
     Engine,
+    EngineAborted,
     EngineDeadError,
     EngineStats,
     FinishReason,
@@ -55,7 +56,15 @@ def default_answer(request: GenerationRequest) -> str:
 
 
 class FakeEngine(Engine):
-    """Emits its answer one whitespace-separated word per chunk, `step_delay_s` apart."""
+    """Emits its answer one whitespace-separated word per chunk, `step_delay_s` apart.
+
+    `abort_after=n` makes every request end the way an engine-side abort does in the real engine
+    (`EngineAborted`) after n chunks, 0 meaning before the first: a deterministic stand-in for
+    vLLM's finish reason "abort".
+
+    `stall()` holds every request before its next chunk until `resume()`: an engine that is alive
+    and passes its health check but makes no progress, for the stall watchdog. `dead = True` is a
+    dead one."""
 
     def __init__(
         self,
@@ -63,19 +72,29 @@ class FakeEngine(Engine):
         responder: Responder = default_answer,
         step_delay_s: float = 0.0,
         tiles: TilePlan = DEMO_TILES,
+        abort_after: int | None = None,
     ) -> None:
         self.model_name = model_name
         self.tiles = tiles
         self.responder = responder
         self.step_delay_s = step_delay_s
+        self.abort_after = abort_after
         self.started = False
         self.dead = False
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.running: set[str] = set()
         self.aborted: list[str] = []
         self.requests: list[GenerationRequest] = []
 
     async def start(self) -> None:
         self.started = True
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         if self.dead:
@@ -98,6 +117,11 @@ class FakeEngine(Engine):
         for i, piece in enumerate(pieces, start=1):
             if self.step_delay_s:
                 await asyncio.sleep(self.step_delay_s)
+            if not self._flowing.is_set():
+                await self._flowing.wait()
+            if self.abort_after is not None and i > self.abort_after:
+                self.running.discard(request.request_id)
+                raise EngineAborted("the fake engine aborted the request")
             last = i == len(pieces)
             reason: FinishReason | None = None
             if last:

@@ -70,8 +70,9 @@ class TilePlan:
         limit = self.budget(max_tiles)
         if limit <= 1:
             return (1, 1)
-        # transformers' own function, so the choice is the processor's, not a copy of it.
-        from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
+        # transformers' own function, from the module of the processor vLLM runs (already loaded
+        # by the engine's warm-up): the choice is the processor's, not a copy of it.
+        from transformers.models.got_ocr2.image_processing_got_ocr2 import (
             get_optimal_tiled_canvas,
         )
 

@@ -7,7 +7,10 @@ as vLLM's own subprocesses; continuous batching and tensor parallelism are vLLM'
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from PIL import Image
 from model.engine import (
     ChatMessage,
     Engine,
+    EngineAborted,
     EngineDeadError,
     EngineError,
     EngineStats,
@@ -164,11 +168,17 @@ class VLLMEngine(Engine):
                     text=delta.text,
                     completion_tokens=completion_tokens,
                     prompt_tokens=len(out.prompt_token_ids or ()),
-                    finish_reason=_finish_reason(delta.finish_reason),
+                    finish_reason=finish_reason(
+                        delta.finish_reason,
+                        constrained=request.sampling.structured is not None,
+                        produced=completion_tokens,
+                    ),
                     logprobs=self._logprobs(delta, request.sampling.logprobs),
                 )
         except VLLMEngineDead as e:
             raise EngineDeadError("the vLLM engine died") from e
+        except (EngineError, InvalidGenerationRequest):
+            raise  # ours, from finish_reason: already the right kind
         except (VLLMClientError, ValueError) as e:
             raise InvalidGenerationRequest(str(e)) from e
         except Exception as e:
@@ -207,31 +217,81 @@ class VLLMEngine(Engine):
             raise EngineDeadError("the vLLM engine failed its health check") from e
 
     def stats(self) -> EngineStats:
+        """The scheduler's counts, from vLLM's own gauges. Read through a registry restricted to
+        those two, so each call collects two gauges, not every vLLM series (histograms with
+        their buckets, per engine): the backlog gauge calls this on every scrape."""
         from prometheus_client import REGISTRY
 
-        def total(metric: str) -> int:
-            value = 0.0
-            for family in REGISTRY.collect():
-                if family.name == metric:
-                    value += sum(
-                        s.value
-                        for s in family.samples
-                        if s.labels.get("model_name") == self.model_name
-                    )
-            return int(value)
-
+        totals = dict.fromkeys(_SCHEDULER_GAUGES, 0.0)
+        for family in REGISTRY.restricted_registry(_SCHEDULER_GAUGES).collect():
+            for sample in family.samples:
+                if sample.name in totals and sample.labels.get("model_name") == self.model_name:
+                    totals[sample.name] += sample.value
         return EngineStats(
-            running=total("vllm:num_requests_running"), waiting=total("vllm:num_requests_waiting")
+            running=int(totals["vllm:num_requests_running"]),
+            waiting=int(totals["vllm:num_requests_waiting"]),
         )
 
     async def shutdown(self) -> None:
-        if self._llm is not None:
-            self._llm.shutdown()
-            self._llm = None
+        """Stop vLLM without ever hanging our own exit. Its shutdown blocks (it stops EngineCore,
+        killing it after `STOP_TIMEOUT_S`, and joins its executors), so it runs in a daemon thread,
+        off the event loop; past the timeout and a grace we stop waiting, and the thread, being a
+        daemon, does not hold the process."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def stop() -> None:
+            try:
+                llm.shutdown(timeout=STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("vLLM shutdown failed")
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                    loop.call_soon_threadsafe(_resolve, done)
+
+        threading.Thread(target=stop, name="vllm-shutdown", daemon=True).start()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S + STOP_GRACE_S):
+                await asyncio.shield(done)
+        except TimeoutError:
+            log.error("vLLM did not shut down within %g s; leaving it behind", STOP_TIMEOUT_S)
 
 
-def _finish_reason(reason: str | None) -> FinishReason | None:
-    """vLLM also says "abort"; a finished request the caller sees ended on a stop or the budget."""
+# How long vLLM's shutdown waits for EngineCore to stop before killing its process tree, and how
+# much longer we wait for the rest of its shutdown (sockets, executors).
+STOP_TIMEOUT_S = 5.0
+STOP_GRACE_S = 3.0
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_SCHEDULER_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+_COMPLETED: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
+
+
+def finish_reason(reason: str | None, *, constrained: bool, produced: int) -> FinishReason | None:
+    """vLLM's finish reason as a caller may see it: only "stop" and "length" end a completion.
+
+    The others are failures and must never reach a client looking like an answer:
+    - "abort": the engine dropped the request (we never read our own aborts: closing the stream
+      is how we abort). A 503 for the caller.
+    - "error": vLLM's request-level failure. Its scheduler finishes a request whose structured-
+      output grammar failed to compile in the engine core this way, before any token; that is
+      the caller's schema or regex (a 400). Any other "error" is ours (a 500).
+    - anything else (e.g. "repetition", a detector we never enable): ours too.
+    """
     if reason is None:
         return None
-    return "length" if reason == "length" else "stop"
+    if (ended := _COMPLETED.get(reason)) is not None:
+        return ended
+    if reason == "abort":
+        raise EngineAborted("the engine aborted the request before it finished")
+    if reason == "error" and constrained and produced == 0:
+        raise InvalidGenerationRequest("the engine could not compile the structured-output grammar")
+    raise EngineError(f"the engine ended the request with finish reason {reason!r}")

@@ -15,7 +15,7 @@ from model.attributes import AttributePolicy
 from model.detect import make_detector
 from model.engine import Engine
 from model.registry import lookup
-from server.auth import APIKeyAuth, load_keys
+from server.auth import APIKeyAuth, load_keys, metrics_keys
 from server.chat import ChatLimits, ChatService
 from server.config import Settings
 from server.errors import register_error_handlers
@@ -23,9 +23,10 @@ from server.faces import FaceLimits, FacesService
 from server.limits import Admission
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
-from server.middleware import AdmissionGate, RequestContext
+from server.middleware import AdmissionGate, ClientClocks, RequestContext
 from server.routes import chat, faces, health, metrics, models
 from server.state import AppState
+from server.watchdog import Watchdog, shutdown_engine
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +128,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             )
             app.state.facellm = state
             await eng.start()
+            watchdog = Watchdog(
+                eng, state.monitor, settings.engine_dead_exit_s, settings.engine_stall_timeout_s
+            )
+            watchdog.start()
             try:
                 state.ready = True
                 log.info("ready", extra={"model": eng.model_name})
                 yield
             finally:
                 state.ready = False
-                await eng.shutdown()
+                await watchdog.stop()
+                await shutdown_engine(eng, state.monitor, settings.engine_dead_exit_s)
 
     app = FastAPI(
         title="FaceLLM Serve",
@@ -147,7 +153,18 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     for router in (chat.router, faces.router, models.router):
         app.include_router(router, dependencies=auth)
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
     app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics)
-    app.add_middleware(RequestContext, metrics=app_metrics, max_body_bytes=settings.max_body_bytes)
+    clocks = ClientClocks(
+        body_idle_s=settings.body_idle_timeout_s,
+        body_total_s=settings.body_timeout_s,
+        write_s=settings.write_timeout_s,
+        response_s=settings.request_timeout_s,
+    )
+    app.add_middleware(
+        RequestContext,
+        metrics=app_metrics,
+        max_body_bytes=settings.max_body_bytes,
+        clocks=clocks,
+    )
     return app

@@ -1,7 +1,8 @@
 """Optional API keys: `Authorization: Bearer <key>`, compared in constant time.
 
 Keys come from the `api_keys` setting and/or a mounted file (one per line), read once at start.
-Probes and metrics never need a key: the orchestrator and Prometheus must reach them.
+Probes never need a key: the orchestrator must reach them. /metrics needs its own key only when
+`metrics_api_key` is set (Prometheus is given that one key, not a client's).
 """
 
 from __future__ import annotations
@@ -16,11 +17,52 @@ from server.errors import AuthenticationFailed
 
 
 def load_keys(settings: Settings) -> tuple[bytes, ...]:
-    keys = [k.get_secret_value() for k in settings.api_keys]
+    """Every accepted key. Refuses, before anything serves, a configuration that would let an
+    empty `Authorization: Bearer` through or quietly turn auth off."""
+    keys = []
+    for i, secret in enumerate(settings.api_keys):
+        key = secret.get_secret_value().strip()
+        if not key:
+            raise ValueError(f"api_keys[{i}] is empty or whitespace: every API key needs text")
+        keys.append(key)
     if settings.api_keys_file is not None:
-        lines = Path(settings.api_keys_file).read_text().splitlines()
-        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        path = Path(settings.api_keys_file)
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        from_file = [line for line in lines if line and not line.startswith("#")]
+        if not from_file:
+            # A mounted Secret that came out blank must not mean "no auth".
+            raise ValueError(f"api_keys_file {path} holds no API key (only blank or # lines)")
+        keys += from_file
     return tuple(k.encode() for k in keys)
+
+
+def metrics_keys(settings: Settings) -> tuple[bytes, ...]:
+    """The key /metrics asks for, as `APIKeyAuth` takes keys: none when /metrics is open."""
+    if settings.metrics_api_key is None:
+        return ()
+    key = settings.metrics_api_key.get_secret_value().strip()
+    if not key:
+        raise ValueError("metrics_api_key is empty or whitespace: unset it to leave /metrics open")
+    return (key.encode(),)
+
+
+def bearer_matches(request: Request, keys: tuple[bytes, ...]) -> bool:
+    """Whether the request carries `Authorization: Bearer <one of keys>` (non-empty)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode()
+    # Compare against every key so the time taken says nothing about which one nearly matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key)
+    # `given` non-empty: a second line of defence should an empty key ever be configured.
+    return scheme.lower() == "bearer" and bool(given) and matched
+
+
+def refused() -> AuthenticationFailed:
+    return AuthenticationFailed(
+        "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 class APIKeyAuth:
@@ -30,16 +72,5 @@ class APIKeyAuth:
         self.keys = keys
 
     async def __call__(self, request: Request) -> None:  # async: no thread-pool hand-off
-        if not self.keys:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode()
-        # Compare against every key so the time taken says nothing about which one nearly matched.
-        matched = False
-        for key in self.keys:
-            matched |= hmac.compare_digest(given, key)
-        if scheme.lower() != "bearer" or not matched:
-            raise AuthenticationFailed(
-                "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if self.keys and not bearer_matches(request, self.keys):
+            raise refused()

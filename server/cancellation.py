@@ -3,7 +3,8 @@
 Starlette does not cancel a handler when its client disconnects, so a non-streaming request would
 keep its engine slot until the answer nobody reads is finished. Race the handler against the
 disconnect message; the handler's cancellation closes the engine stream, which aborts the request.
-(Streaming responses get the same from Starlette's own disconnect listener.)
+Streaming responses close their frames however they end (`ClosingStreamingResponse`): after a
+disconnect, and when a client that stopped reading is cut off mid-stream.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
 from server.errors import APIError
 
@@ -43,3 +47,17 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
         return task.result()
     await asyncio.gather(task, return_exceptions=True)  # let the engine abort finish
     raise ClientDisconnected("The client closed the connection.")
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Starlette leaves an interrupted body iterator for the garbage collector to close; closing
+    it here, shielded from the cancellation that may have interrupted it, aborts the engine
+    request at once."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            if (aclose := getattr(self.body_iterator, "aclose", None)) is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

@@ -20,14 +20,14 @@ from model.engine import (
     GenerationChunk,
     GenerationRequest,
     SamplingOptions,
-    StructuredOutput,
     TokenLogprob,
 )
 from model.tiles import TilePlan
 from server import protocol as p
-from server.errors import APIError, InvalidRequest, NotFound
-from server.generation import run_generation
+from server.errors import APIError, InvalidRequest
+from server.generation import require_served_model, run_generation
 from server.media import ImageLoader, Need
+from server.structured import structured_output
 
 
 @dataclass(frozen=True)
@@ -58,20 +58,15 @@ class ChatService:
 
     async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
         """Validate what pydantic cannot, load images, and build the engine request."""
-        if req.model not in (None, self.engine.model_name):
-            raise NotFound(
-                f"The model '{req.model}' does not exist; this server serves "
-                f"'{self.engine.model_name}'.",
-                param="model",
-                code="model_not_found",
-            )
+        require_served_model(req.model, self.engine)
         if (req.n or 1) != 1:
             raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_n")
+        sampling = self._sampling(req)  # cheap checks (caps on constraints) before any decode
         messages = await self._messages(req.messages)
         return GenerationRequest(
             request_id=f"chatcmpl-{uuid.uuid4().hex}",
             messages=messages,
-            sampling=self._sampling(req),
+            sampling=sampling,
         )
 
     async def _messages(self, messages: list[p.Message]) -> tuple[ChatMessage, ...]:
@@ -234,25 +229,6 @@ async def _chained(
     yield first
     async for chunk in rest:
         yield chunk
-
-
-def structured_output(req: p.ChatCompletionRequest) -> StructuredOutput | None:
-    fmt, ext = req.response_format, req.structured_outputs
-    if fmt is not None and fmt.type != "text" and ext is not None:
-        raise InvalidRequest(
-            "Give either response_format or structured_outputs, not both.",
-            param="structured_outputs",
-            code="invalid_value",
-        )
-    if ext is not None:
-        choice = tuple(ext.choice) if ext.choice else None
-        return StructuredOutput(json_schema=ext.json_, choice=choice, regex=ext.regex)
-    if fmt is None or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return StructuredOutput(json_object=True)
-    assert fmt.json_schema is not None
-    return StructuredOutput(json_schema=fmt.json_schema.schema_)
 
 
 _ImageSlot = None  # marks where a decoded image goes back into a message's parts

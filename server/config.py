@@ -79,6 +79,49 @@ class Settings(BaseSettings):
         None,
         description="File with one API key per line (e.g. a mounted Secret), added to api_keys.",
     )
+    metrics_api_key: SecretStr | None = Field(
+        None,
+        description="Key /metrics requires (`Authorization: Bearer`), separate from api_keys so "
+        "Prometheus holds no client key; unset = /metrics open (e.g. reachable only in-cluster).",
+    )
+
+    # --- connections -------------------------------------------------------------------------
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="Most open connections (and requests) at once; past it, new requests get "
+        "503 at once. Bounds the file descriptors idle or hostile clients can take.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="Seconds an idle kept-alive connection stays open."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a request's headers once a connection opens or a kept-alive "
+        "one starts a new request; past it the connection closes (slowloris).",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request line plus headers; past it, 400 and the connection closes.",
+    )
+    body_idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Longest pause while a request body uploads; past it, 408. A request takes "
+        "its admission slot only once its body has arrived and its key was checked.",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time for a whole request body to arrive (408 beyond)."
+    )
+    write_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for a client to take one write of the response: a client that "
+        "stops reading is cut off, its engine request aborted and its slot freed. Generation "
+        "responses, writes included, also end at request_timeout_s.",
+    )
 
     # --- limits ------------------------------------------------------------------------------
     max_concurrent_requests: int = Field(
@@ -92,6 +135,21 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    engine_dead_exit_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Once the engine is found dead (checked every second) or stalled, the most "
+        "seconds until the process exits non-zero (3 dead, 4 stalled) for its supervisor to "
+        "restart it. Until then /health and /ready answer 503, and so does every request.",
+    )
+    engine_stall_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds without a token or a finished request from the engine, while "
+        "requests wait for it, after which it counts as stalled (exit 4); 0 = off. Keep it above "
+        "the longest prefill.",
     )
     max_body_bytes: int = Field(
         20 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."

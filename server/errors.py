@@ -18,6 +18,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
+QUOTE_LIMIT = 64  # characters of a caller's value an error message may quote
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """A caller-supplied value as an error message may quote it: in quotes, cut to `limit`
+    characters. An error must not echo a 200 KB model name (or any other input) back: the
+    response, every log line and every proxy buffer would carry it."""
+    return f"'{clipped(str(value), limit)}'"
+
+
+def clipped(value: str, limit: int = QUOTE_LIMIT) -> str:
+    """Cut to `limit` characters, marked with "…" when cut (an error's `param` may name input)."""
+    return value[:limit] + "…" if len(value) > limit else value
+
 
 class APIError(Exception):
     status: int = 500
@@ -102,6 +116,7 @@ _DESCRIPTIONS = {
     400: "Invalid request (validation, limits, unsupported parameter).",
     401: "Missing or wrong API key.",
     404: "Unknown model.",
+    408: "The request body did not arrive in time.",
     413: "Body or image too large.",
     415: "Image format not supported.",
     422: "Well-formed but unprocessable (e.g. no face detected).",
@@ -119,6 +134,7 @@ _HTTP_CODES = {
     400: "invalid_request",  # e.g. a body FastAPI cannot parse (nested past the recursion limit)
     404: "not_found",
     405: "method_not_allowed",
+    408: "body_timeout",  # the body stalled or took too long to arrive (middleware.py)
     413: "body_too_large",  # the body cap, tripped while FastAPI reads a chunked body
 }
 
@@ -133,10 +149,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "Invalid request.", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    where = f" at '{param}'" if param else ""
-    return f"Invalid request{where}: {first.get('msg', 'invalid value')}.", param
+    # Locations can be the caller's own keys (an unknown field, a metadata key): clipped.
+    loc = [clipped(str(p)) for p in first.get("loc", ()) if p != "body"]
+    param = clipped(".".join(loc), 2 * QUOTE_LIMIT) or None
+    where = f" at {quoted(param, 2 * QUOTE_LIMIT)}" if param else ""
+    # pydantic's own words, clipped too: a few of them quote the input (e.g. a union's tag).
+    reason = clipped(str(first.get("msg", "invalid value")), 4 * QUOTE_LIMIT)
+    return f"Invalid request{where}: {reason}.", param
 
 
 def register_error_handlers(app: FastAPI) -> None:

@@ -34,8 +34,8 @@ from model.engine import (
     StructuredOutput,
 )
 from server import protocol as p
-from server.errors import APIError, BadModelAnswer, InvalidRequest, NotFound, Unprocessable
-from server.generation import run_generation
+from server.errors import APIError, BadModelAnswer, InvalidRequest, Unprocessable, clipped, quoted
+from server.generation import require_served_model, run_generation
 from server.media import ImageLoader, LoadedImage, long_side
 from server.metrics import Metrics
 
@@ -93,18 +93,11 @@ class FacesService:
 
     async def prepare(self, req: p.FaceAnalysisRequest) -> PreparedFaces:
         """Validate, decode, detect and crop: everything before the engine, off the loop."""
-        if req.model not in (None, self.engine.model_name):
-            raise NotFound(
-                f"The model '{req.model}' does not exist.", param="model", code="model_not_found"
-            )
+        require_served_model(req.model, self.engine)
         try:
             names = self.policy.select(req.attributes)
         except attrs.AttributeNotServed as e:
-            raise InvalidRequest(
-                f"Attribute not served: {e}.",
-                param=f"attributes.{e.name}" if e.name != "attributes" else "attributes",
-                code="attribute_not_served",
-            ) from None
+            raise _not_served(e) from None
         photo = await self.images.load(req.image, "image", _FACE_PHOTO, raw_base64=True)
         max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
         boxes, views = await asyncio.to_thread(self._cut, photo, req.detect, max_faces)
@@ -193,6 +186,20 @@ class FacesService:
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
         )
+
+
+def _not_served(e: attrs.AttributeNotServed) -> InvalidRequest:
+    """The refusal in our words, the caller's attribute name quoted only as far as `quoted`
+    allows (the exception's own text would carry it whole)."""
+    if e.name == "attributes":  # the selection as a whole, e.g. empty
+        return InvalidRequest(
+            f"Attribute not served: {e.reason}.", param="attributes", code="attribute_not_served"
+        )
+    return InvalidRequest(
+        f"Attribute not served: {quoted(e.name)}: {e.reason}.",
+        param=f"attributes.{clipped(e.name)}",
+        code="attribute_not_served",
+    )
 
 
 def _add(a: p.Usage, b: p.Usage) -> p.Usage:

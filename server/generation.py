@@ -13,17 +13,30 @@ from collections.abc import AsyncGenerator
 
 from model.engine import (
     Engine,
+    EngineAborted,
     EngineDeadError,
     EngineError,
     GenerationChunk,
     GenerationRequest,
     InvalidGenerationRequest,
 )
-from server.errors import InternalError, InvalidRequest, Timeout, Unavailable
+from server.errors import InternalError, InvalidRequest, NotFound, Timeout, Unavailable, quoted
+from server.watchdog import ExitCode, monitor_of
 
 log = logging.getLogger(__name__)
 
 _TOO_LONG = re.compile(r"longer than the maximum model length|maximum context length", re.I)
+
+
+def require_served_model(requested: str | None, engine: Engine) -> None:
+    """A request naming a model must name the one served (no name: the served one)."""
+    if requested not in (None, engine.model_name):
+        raise NotFound(
+            f"The model {quoted(requested)} does not exist; this server serves "
+            f"{quoted(engine.model_name)}.",
+            param="model",
+            code="model_not_found",
+        )
 
 
 async def run_generation(
@@ -31,17 +44,21 @@ async def run_generation(
 ) -> AsyncGenerator[GenerationChunk, None]:
     """Stream the engine's chunks; closing this iterator early aborts the engine request."""
     stream = engine.generate(request)
+    monitor = monitor_of(engine)
     deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     try:
         while True:
             # Entered per chunk, not around the loop: a timeout is bound to one task, and a
             # streamed response is primed in the handler's task and drained in Starlette's.
-            async with asyncio.timeout_at(deadline):
-                chunk = await anext(stream, None)
+            # The monitor times the wait (engine progress) and ends it early on a verdict.
+            async with asyncio.timeout_at(deadline) as wait:
+                chunk = await monitor.next_chunk(stream, wait)
             if chunk is None:
                 return
             yield chunk
     except TimeoutError:
+        if monitor.verdict is not None:  # the watchdog ended the wait, not the deadline
+            raise _engine_unavailable() from None
         await engine.abort(request.request_id)
         raise Timeout(
             f"The request did not finish within {timeout_s:g} s.", code="request_timeout"
@@ -50,12 +67,24 @@ async def run_generation(
         raise _invalid(e) from None
     except EngineDeadError:
         log.error("engine dead while serving %s", request.request_id)
-        raise Unavailable("The engine is not available.", code="engine_unavailable") from None
+        # At once, not at the watchdog's next look: no more requests for a dead engine.
+        monitor.fail(ExitCode.ENGINE_DEAD, f"it died while serving {request.request_id}")
+        raise _engine_unavailable() from None
+    except EngineAborted:
+        # What came before the abort is a fragment, not an answer: never a "stop".
+        log.warning("engine aborted %s before it finished", request.request_id)
+        raise Unavailable(
+            "The engine aborted the request before it finished; retry it.", code="engine_aborted"
+        ) from None
     except EngineError:
         log.exception("engine error while serving %s", request.request_id)
         raise InternalError("The engine failed to serve this request.") from None
     finally:
         await stream.aclose()
+
+
+def _engine_unavailable() -> Unavailable:
+    return Unavailable("The engine is not available.", code="engine_unavailable")
 
 
 def _invalid(error: InvalidGenerationRequest) -> InvalidRequest:

@@ -1,23 +1,29 @@
 """Pure-ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware).
 
 `RequestContext`: request id (accepted from `X-Request-Id` when well-formed, else generated, echoed
-back), an access-log line with sizes and timings (never bodies), per-route metrics, and the body
-size cap. `AdmissionGate`: the in-flight limit on generation routes, held until the last byte of a
-streamed response so the drain and the 429s both see real load.
+back), an access-log line with sizes and timings (never bodies), per-route metrics, the body size
+cap, and the clocks a slow or hostile client runs into: an upload that stalls or drags gets 408,
+a client that stops reading its response is cut off (the engine request is aborted with it).
+`AdmissionGate`: the in-flight limit on generation routes. The route takes its slot (`admit`) only
+once the body has arrived and the key was checked, so stalled uploads and bad keys hold none; the
+gate gives it back after the last byte of the response, so the drain and the 429s see real load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.connections import ABORT_CONNECTION
 from server.errors import APIError, PayloadTooLarge
 from server.limits import Admission
 from server.logs import request_id_var, request_images_var
@@ -38,6 +44,22 @@ KNOWN_ROUTES = GENERATION_PATHS | {
 }
 
 
+# A Content-Length this long is past any body cap; longer ones would also make int() raise.
+_MAX_LENGTH_DIGITS = 18
+_TICKET = "facellm.admission"
+CLIENT_STOPPED = 499  # the scope key under which a generation request finds its slot
+
+
+@dataclass(frozen=True)
+class ClientClocks:
+    """How long a client may take: see the same-named settings (`*_timeout_s`)."""
+
+    body_idle_s: float
+    body_total_s: float
+    write_s: float
+    response_s: float  # generation responses end by then, writes included
+
+
 async def send_error(send: Send, error: APIError, extra_headers: list[tuple[bytes, bytes]]) -> None:
     body = json.dumps(error.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -49,10 +71,13 @@ async def send_error(send: Send, error: APIError, extra_headers: list[tuple[byte
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, clocks: ClientClocks
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.clocks = clocks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,9 +90,10 @@ class RequestContext:
         echo = [(b"x-request-id", rid.encode())]
         start = time.perf_counter()
         seen: dict[str, Any] = {"status": 500, "received": 0, "sent": 0, "started": False}
+        clocks = _Clocks(self.clocks, scope["path"] in GENERATION_PATHS)
 
         async def capped_receive() -> Message:
-            message = await receive()
+            message = await clocks.receive(receive)
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
                 if seen["received"] > self.max_body_bytes:
@@ -81,12 +107,20 @@ class RequestContext:
                 self._observe_latency(scope, start)
             elif message["type"] == "http.response.body":
                 seen["sent"] += len(message.get("body", b""))
-            await send(message)
+            await clocks.send(send, message)
 
         try:
             if _declared_length(scope) > self.max_body_bytes:
                 raise _BodyTooLarge(self.max_body_bytes)
             await self.app(scope, capped_receive, tracking_send)
+        except _ClientStopped:
+            # The headers are out: nothing more can be said to this client. Drop the connection
+            # (a close would wait to flush what the client never reads); counted and logged as
+            # 499, nginx's "client closed request".
+            seen["status"] = CLIENT_STOPPED
+            if (abort := scope.get(ABORT_CONNECTION)) is not None:
+                abort()
+                await asyncio.sleep(0)  # uvicorn sees the connection lost before we return
         except _BodyTooLarge:
             if seen["started"]:
                 raise
@@ -138,17 +172,87 @@ class AdmissionGate:
         if scope["type"] != "http" or scope["path"] not in GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
+        ticket = _Ticket(self.admission, self.metrics)
+        scope[_TICKET] = ticket
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ticket.give_back()
+
+
+def admit(request: Request) -> None:
+    """Take this request's admission slot, or refuse it (429 at the limit, 503 when draining).
+    Generation routes call it first thing: FastAPI has read and validated the body and run the
+    key check by then."""
+    ticket: _Ticket = request.scope[_TICKET]
+    ticket.take()
+
+
+@dataclass
+class _Ticket:
+    admission: Admission
+    metrics: Metrics
+    held: bool = False
+
+    def take(self) -> None:
+        if self.held:
+            return
         try:
             self.admission.acquire()
         except APIError as refused:
             if refused.status == 429:
                 self.metrics.admission_rejections.inc()
-            await send_error(send, refused, [])
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
+            raise
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
             self.admission.release()
+
+
+class _Clocks:
+    """The body and write deadlines of one request (see `ClientClocks`)."""
+
+    def __init__(self, clocks: ClientClocks, generation: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        self.clocks = clocks
+        self.body_deadline = now + clocks.body_total_s
+        self.body_done = False
+        # Generation responses: the engine's deadline, plus a grace for the last frames.
+        self.response_deadline = now + clocks.response_s + 5 if generation else None
+
+    async def receive(self, receive: Receive) -> Message:
+        """While the body is arriving, each wait is bounded; after it, receive only waits for a
+        disconnect (Starlette listens for one during streams), which must never time out."""
+        if self.body_done:
+            return await receive()
+        loop = asyncio.get_running_loop()
+        timeout = asyncio.timeout_at(min(loop.time() + self.clocks.body_idle_s, self.body_deadline))
+        try:
+            async with timeout:
+                message = await receive()
+        except TimeoutError:
+            if timeout.expired():
+                raise _BodyTimeout() from None
+            raise
+        self.body_done = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    async def send(self, send: Send, message: Message) -> None:
+        """A write waits only while the client's socket is full: bounded per write and, for
+        generation routes, by the response deadline."""
+        limit = asyncio.get_running_loop().time() + self.clocks.write_s
+        if self.response_deadline is not None:
+            limit = min(limit, self.response_deadline)
+        timeout = asyncio.timeout_at(limit)
+        try:
+            async with timeout:
+                await send(message)
+        except TimeoutError:
+            if timeout.expired():
+                raise _ClientStopped() from None
+            raise
 
 
 class _BodyTooLarge(HTTPException):
@@ -156,6 +260,17 @@ class _BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"Request body exceeds {limit} bytes.")
+
+
+class _BodyTimeout(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(
+            408, "The request body did not arrive in time.", headers={"Connection": "close"}
+        )
+
+
+class _ClientStopped(Exception):
+    """The client stopped taking the response: its writes waited past their limit."""
 
 
 def _request_id(scope: Scope) -> str:
@@ -168,9 +283,10 @@ def _request_id(scope: Scope) -> str:
 
 
 def _declared_length(scope: Scope) -> int:
+    """The Content-Length header as a number; absurdly long ones count as infinite."""
     for key, value in scope["headers"]:
-        if key == b"content-length":
-            return int(value) if value.isdigit() else 0
+        if key == b"content-length" and value.isdigit():
+            return int(value) if len(value) <= _MAX_LENGTH_DIGITS else 2**63
     return 0
 
 

@@ -64,12 +64,17 @@ class ResponseFormat(_Strict):
         return self
 
 
+# Longest regex a caller may constrain output with; patterns inside JSON schemas share the cap
+# (server/structured.py checks those, with the other caps on constraints).
+MAX_REGEX_CHARS = 4096
+
+
 class StructuredOutputs(_Strict):
     """vLLM's extension (`extra_body={"structured_outputs": ...}`); exactly one field."""
 
     json_: dict[str, Any] | None = Field(None, alias="json")
     choice: list[str] | None = Field(None, min_length=1, max_length=256)
-    regex: str | None = Field(None, max_length=4096)
+    regex: str | None = Field(None, max_length=MAX_REGEX_CHARS)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StructuredOutputs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from server.config import Settings
 from server.faces import FacesService
 from server.limits import Admission
 from server.metrics import Metrics
+from server.watchdog import EngineMonitor
 
 
 @dataclass
@@ -24,8 +25,13 @@ class AppState:
     admission: Admission
     metrics: Metrics
     ready: bool = False
-    engine_dead: bool = False
     created: int = 0
+    monitor: EngineMonitor = field(default_factory=EngineMonitor)
+
+    @property
+    def engine_dead(self) -> bool:
+        """Dead or stalled: the engine has a verdict, and the process is on its way out."""
+        return self.monitor.verdict is not None
 
 
 # `async def`, though they never await: FastAPI runs plain `def` dependencies in a thread pool,

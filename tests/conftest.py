@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from fastapi import FastAPI
 
@@ -74,6 +76,17 @@ class ServerProcess:
                 self.proc.wait(10)
         return self.proc.returncode
 
+    def kill_tree(self) -> None:
+        """SIGKILL the server and every process under it: vLLM's EngineCore and its workers
+        outlive a parent killed outright."""
+        family: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            family = psutil.Process(self.proc.pid).children(recursive=True)
+        self.stop(signal.SIGKILL)
+        for process in family:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
 
 def start_server(log_path: Path, **env_settings: str) -> ServerProcess:
     port = free_port()
@@ -101,7 +114,7 @@ def start_server(log_path: Path, **env_settings: str) -> ServerProcess:
         except httpx.TransportError:
             pass
         time.sleep(0.5)
-    server.stop(signal.SIGKILL)
+    server.kill_tree()
     raise RuntimeError(f"server not ready in {SERVER_START_TIMEOUT_S} s:\n{server.logs()[-4000:]}")
 
 

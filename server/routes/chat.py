@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from server.cancellation import unless_disconnected
+from server.cancellation import ClosingStreamingResponse, unless_disconnected
 from server.errors import ERROR_RESPONSES
+from server.middleware import admit
 from server.protocol import ChatCompletion, ChatCompletionRequest
 from server.state import ChatDep, StateDep
 
@@ -21,13 +22,14 @@ router = APIRouter(tags=["chat"])
 async def create_chat_completion(
     body: ChatCompletionRequest, chat: ChatDep, state: StateDep, request: Request
 ) -> ChatCompletion | StreamingResponse:
+    admit(request)
     # Prepared before any header goes out, so bad input still gets its 4xx status.
     async with state.admission.preparing():
         generation = await chat.prepare(body)
     if not body.stream:
         return await unless_disconnected(request, chat.complete(generation))
     frames = await unless_disconnected(request, chat.open_stream(body, generation))
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         frames,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

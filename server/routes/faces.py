@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 
 from server.cancellation import unless_disconnected
 from server.errors import ERROR_RESPONSES
+from server.middleware import admit
 from server.protocol import FaceAnalysis, FaceAnalysisRequest
 from server.state import FacesDep, StateDep
 
@@ -24,6 +25,7 @@ router = APIRouter(tags=["faces"])
 async def analyze_faces(
     body: FaceAnalysisRequest, faces: FacesDep, state: StateDep, request: Request
 ) -> FaceAnalysis:
+    admit(request)
     async with state.admission.preparing():
         job = await faces.prepare(body)
     return await unless_disconnected(request, faces.analyze(job))

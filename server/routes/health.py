@@ -1,30 +1,33 @@
-"""Probes: /health (alive and engine not dead) for liveness, /ready (warm, not draining)."""
+"""Probes: /health (alive and engine not dead) for liveness, /ready (warm, not draining).
+
+Both answer from the engine watchdog's verdict (`server/watchdog.py`) as soon as there is one; a
+/health that finds the engine dead itself records the verdict, which starts the process exit.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from model.engine import EngineDeadError
 from server.state import StateDep
+from server.watchdog import probe
 
 router = APIRouter(tags=["probes"])
 
 
 @router.get("/health", summary="Liveness: the process is up and the engine is not dead.")
 async def health(state: StateDep) -> JSONResponse:
-    try:
-        await state.engine.check_health()
-    except EngineDeadError:
-        state.engine_dead = True
-        return JSONResponse({"status": "engine_dead"}, status_code=503)
+    if (verdict := await probe(state.engine, state.monitor)) is not None:
+        return JSONResponse({"status": verdict.status}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/ready", summary="Readiness: the engine is warm and the server is not draining.")
 async def ready(state: StateDep) -> JSONResponse:
+    if (verdict := state.monitor.verdict) is not None:
+        return JSONResponse({"status": verdict.status}, status_code=503)
     if state.admission.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
-    if not state.ready or state.engine_dead:
+    if not state.ready:
         return JSONResponse({"status": "not_ready"}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -1,4 +1,7 @@
-"""GET /metrics: Prometheus text format (vLLM's engine series and ours)."""
+"""GET /metrics: Prometheus text format (vLLM's engine series and ours).
+
+Open unless `metrics_api_key` is set; the app then includes this router behind that key.
+"""
 
 from __future__ import annotations
 
@@ -13,4 +16,4 @@ router = APIRouter(tags=["probes"])
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics.")
 async def metrics(state: StateDep) -> Response:
-    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await state.metrics.scrape(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,105 @@
+"""API keys that cannot be empty, and the optional /metrics key (fake engine)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from model.fake_engine import FakeEngine
+from server.app import create_app
+from server.auth import load_keys
+from server.config import Settings
+
+CHAT = "/v1/chat/completions"
+HI = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, FakeEngine())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+@pytest.mark.parametrize("keys", ['[""]', '["  "]', '["good", "\\t"]'])
+def test_an_empty_key_in_the_environment_stops_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: str
+) -> None:
+    """Before: `[""]` made a bare `Authorization: Bearer` a valid key."""
+    monkeypatch.setenv("FACELLM_API_KEYS", keys)
+    settings = Settings(model_cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"api_keys\[\d\] is empty"):
+        create_app(settings, FakeEngine())
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "   \n\t\n", "# only a comment\n\n"])
+def test_a_keys_file_without_a_key_stops_the_start(tmp_path: Path, text: str) -> None:
+    """A blank mounted Secret must not turn auth off (before: no keys, every request passed)."""
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(text)
+    settings = Settings(model_cache_dir=tmp_path, api_keys_file=keys_file)
+    with pytest.raises(ValueError, match="holds no API key"):
+        create_app(settings, FakeEngine())
+
+
+def test_keys_are_stripped_like_the_header(tmp_path: Path) -> None:
+    settings = Settings(model_cache_dir=tmp_path, api_keys=[SecretStr(" k1 ")])
+    assert load_keys(settings) == (b"k1",)
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer    ", "bearer"])
+async def test_a_bare_bearer_never_passes(tmp_path: Path, header: str) -> None:
+    async with serve(Settings(model_cache_dir=tmp_path, api_keys=[SecretStr("k1")])) as client:
+        r = await client.post(CHAT, json=HI, headers={"Authorization": header})
+        assert r.status_code == 401
+        ok = await client.post(CHAT, json=HI, headers={"Authorization": "Bearer k1"})
+        assert ok.status_code == 200
+
+
+async def test_metrics_are_open_without_a_metrics_key(tmp_path: Path) -> None:
+    settings = Settings(model_cache_dir=tmp_path, api_keys=[SecretStr("k1")])
+    async with serve(settings) as client:
+        assert (await client.get("/metrics")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 401),
+        ("Bearer", 401),
+        ("Bearer wrong", 401),
+        ("Bearer client-key", 401),  # a client's key is not the scraper's
+        ("Basic scrape-key", 401),
+        ("Bearer scrape-key", 200),
+    ],
+)
+async def test_metrics_key_is_required_when_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: str | None, status: int
+) -> None:
+    monkeypatch.setenv("FACELLM_METRICS_API_KEY", "scrape-key")
+    settings = Settings(model_cache_dir=tmp_path, api_keys=[SecretStr("client-key")])
+    async with serve(settings) as client:
+        headers = {"Authorization": header} if header is not None else {}
+        r = await client.get("/metrics", headers=headers)
+        assert r.status_code == status, r.text
+        if status == 401:
+            assert r.json()["error"]["code"] == "invalid_api_key"
+            assert r.headers["www-authenticate"] == "Bearer"
+        else:
+            assert "facellm_requests_in_flight" in r.text
+        for probe in ("/health", "/ready"):  # probes stay open
+            assert (await client.get(probe)).status_code == 200
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_metrics_key_stops_the_start(tmp_path: Path, key: str) -> None:
+    settings = Settings(model_cache_dir=tmp_path, metrics_api_key=SecretStr(key))
+    with pytest.raises(ValueError, match="metrics_api_key is empty"):
+        create_app(settings, FakeEngine())
