@@ -17,7 +17,7 @@ export FACELLM_DTYPE ?= bfloat16
 endif
 export VLLM_HOST_IP ?= 127.0.0.1
 
-.PHONY: help venv tools serve test unit lint fmt typecheck check-deploy loadtest bench settings-doc clean
+.PHONY: help venv tools serve test unit lint fmt typecheck check-deploy loadtest soak bench settings-doc clean
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ check-deploy: $(STAMP)  ## helm lint/template + kubernetes-validate + hadolint +
 
 loadtest: $(STAMP)  ## locust against a running server (HOST=http://127.0.0.1:8000 USERS=8 DURATION=20s)
 	$(BIN)/python -m loadtests.run --host $${HOST:-http://127.0.0.1:8000} --users $${USERS:-8} --duration $${DURATION:-20s}
+
+soak: $(STAMP)  ## Soak + chaos run against a running server (HOST=http://127.0.0.1:8000 DURATION=600)
+	$(BIN)/python -m loadtests.soak --host $${HOST:-http://127.0.0.1:8000} --duration $${DURATION:-600}
 
 bench: $(STAMP)  ## Benchmark: engine-only ceiling vs HTTP floor vs this server vs vLLM's own server
 	$(BIN)/python -m loadtests.bench

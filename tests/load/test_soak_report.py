@@ -1,0 +1,140 @@
+"""The soak's figures and verdict, without a server: percentiles, the RSS slope, the goals."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from loadtests.soak import (
+    Goals,
+    GoodStats,
+    SoakResult,
+    config_from,
+    goal_failures,
+    parse_args,
+    percentile,
+    slope_mb_per_min,
+)
+
+MB = 1_000_000
+
+
+def result(**changes: Any) -> SoakResult:
+    """A run that meets every goal, changed where a test says."""
+    fields: dict[str, Any] = {
+        "duration_s": 60.0,
+        "good_requests": 100,
+        "good_errors": 0,
+        "good_statuses": {"chat 200": 100},
+        "good_error_samples": [],
+        "good_p50_s": 0.1,
+        "good_p99_s": 0.5,
+        "hostile": {"stalled_upload": {"held_to_cap": 20}, "oversized_body": {"413": 3}},
+        "hostile_median_s": {"stalled_upload": 60.0, "oversized_body": 0.01},
+        "hostile_5xx": 0,
+        "rss_slope_mb_per_min": 1.0,
+        "rss_samples": 60,
+        "fds_start": 40,
+        "fds_end": 41,
+        "healthy_after": True,
+    }
+    return SoakResult(**(fields | changes))
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 100 … 1, unsorted on purpose
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([], 50) is None
+
+
+def test_slope_of_a_steady_leak_is_its_rate_in_mb_per_minute() -> None:
+    samples = [(float(t), 3000 * MB + t * 2 * MB // 60) for t in range(0, 121)]
+    assert slope_mb_per_min(samples, 0) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_slope_leaves_the_warm_up_out() -> None:
+    """Pools filling in the first 20 s are not a leak: flat afterwards means slope 0."""
+    warm = [(float(t), 3000 * MB + t * 10 * MB) for t in range(20)]
+    flat = [(float(t), 3200 * MB) for t in range(20, 100)]
+    assert slope_mb_per_min(warm + flat, 20) == pytest.approx(0.0)
+    with_warm_up = slope_mb_per_min(warm + flat, 0)
+    assert with_warm_up is not None and with_warm_up > 50  # it would look like a leak
+
+
+def test_slope_needs_points_spread_in_time() -> None:
+    assert slope_mb_per_min([(0.0, 1), (1.0, 2)], 0) is None
+    assert slope_mb_per_min([(5.0, 1), (5.0, 2), (5.0, 3)], 0) is None
+    assert slope_mb_per_min([(float(t), t) for t in range(10)], 100) is None
+
+
+def test_a_clean_run_passes() -> None:
+    run = result()
+    run.failures = goal_failures(run, Goals())
+    assert run.passed
+    assert run.summary().endswith("PASS")
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"good_errors": 3}, "3 errors for good clients"),
+        ({"good_requests": 0}, "no good request"),
+        ({"rss_slope_mb_per_min": 7.5}, "RSS grows 7.50 MB/min"),
+        ({"fds_end": 60}, "60 fds at the end, 40 at the start"),
+        ({"hostile": {"too_many_images": {"400": 2, "500": 1}}}, "too_many_images not refused"),
+        ({"hostile": {"oversized_chunked": {"WriteError": 1}}}, "oversized_chunked not refused"),
+        ({"healthy_after": False}, "/health"),
+    ],
+)
+def test_each_missed_goal_is_named(changes: dict[str, Any], words: str) -> None:
+    run = result(**changes)
+    run.failures = goal_failures(run, Goals())
+    assert not run.passed
+    assert any(words in failure for failure in run.failures), run.failures
+    assert "FAIL" in run.summary()
+
+
+def test_thresholds_are_the_callers() -> None:
+    run = result(good_errors=2, rss_slope_mb_per_min=9.0, fds_end=55)
+    assert goal_failures(run, Goals(max_good_errors=2, max_rss_slope_mb_min=10, fd_margin=20)) == []
+
+
+def test_unmeasured_figures_are_not_failures() -> None:
+    """Without the server's pid there is no RSS or fd count: reported as n/a, not failed."""
+    run = result(rss_slope_mb_per_min=None, rss_samples=0, fds_start=None, fds_end=None)
+    assert goal_failures(run, Goals()) == []
+    assert "RSS slope n/a" in run.summary()
+
+
+def test_json_report_round_trips() -> None:
+    run = result()
+    run.failures = goal_failures(run, Goals())
+    data = json.loads(json.dumps(run.as_dict()))
+    assert data["passed"] is True
+    assert data["hostile"]["oversized_body"] == {"413": 3}
+
+
+def test_good_stats_count_every_non_200_and_time_only_successes() -> None:
+    stats = GoodStats(max_samples=1)
+    stats.record("chat", "200", 0.5)
+    stats.record("faces", "429", 0.001, "at capacity")
+    stats.record("stream", "ReadTimeout", 60.0)
+    assert stats.errors == 2
+    assert stats.latencies == [0.5]
+    assert stats.error_samples == ["faces 429 after 0.00 s at capacity"]
+
+
+def test_cli_flags_become_the_plan_and_the_goals() -> None:
+    host = ["--host", "http://127.0.0.1:1", "--duration", "10m", "--stalled", "3"]
+    args = parse_args([*host, "--max-rss-slope", "2.5", "--fd-margin", "4", "--hold-cap", "9"])
+    config = config_from(args)
+    assert config.duration_s == 600
+    assert (config.plan.stalled_uploads, config.plan.stalled_cap_s) == (3, 9.0)
+    assert config.plan.never_read_cap_s == 9.0
+    assert config.goals == Goals(max_good_errors=0, max_rss_slope_mb_min=2.5, fd_margin=4)
+    assert parse_args([]).duration == 600
