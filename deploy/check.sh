@@ -45,6 +45,14 @@ render_and_validate "1B, ingress, auth, PVC, hub token" \
     --set model.preset=1B --set ingress.enabled=true --set auth.enabled=true \
     --set 'auth.keys={change-me}' --set modelCache.persistence.enabled=true \
     --set huggingface.tokenSecret.name=hf-token
+render_and_validate "8B, engine args, LoRA adapters in the cache, runtime LoRA" \
+    --set model.preset=8B --set modelCache.persistence.enabled=true \
+    --set server.engineArgs.enable_prefix_caching=true \
+    --set server.engineArgs.max_num_batched_tokens=8192 \
+    --set server.loraAdapters.support=/models/adapters/support \
+    --set server.maxLoraRank=64 --set server.runtimeLora.enabled=true \
+    --set server.runtimeLora.adminKey=change-me --set auth.enabled=true \
+    --set 'auth.keys={change-me-too}'
 
 step "hadolint"
 "$BIN/hadolint" Dockerfile Dockerfile.cpu

@@ -31,6 +31,11 @@ _PATCH = 8  # ViT patch side, pixels
 _DOWNSAMPLE = 0.5  # pixel shuffle: 8×8 patches → 4×4 = 16 tokens per tile
 _MAX_POSITIONS = 32768
 _MAX_TILES = 4
+_TEXT_HIDDEN = 128
+_TEXT_LAYERS = 2
+_TEXT_HEADS = 2  # head_dim 64: a size vLLM's CPU attention supports
+_TEXT_KV_HEADS = 1
+_HEAD_DIM = _TEXT_HIDDEN // _TEXT_HEADS
 
 DEMO_TILES = TilePlan(tile=(_TILE, _TILE), max_tiles=_MAX_TILES)
 
@@ -149,11 +154,11 @@ def _build_model(tokenizer: Any) -> Any:
     )
     text = Qwen2Config(
         vocab_size=vocab_size,
-        hidden_size=128,
+        hidden_size=_TEXT_HIDDEN,
         intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,  # head_dim 64: a size vLLM's CPU attention supports
-        num_key_value_heads=1,
+        num_hidden_layers=_TEXT_LAYERS,
+        num_attention_heads=_TEXT_HEADS,
+        num_key_value_heads=_TEXT_KV_HEADS,
         max_position_embeddings=_MAX_POSITIONS,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         rms_norm_eps=1e-6,
@@ -274,3 +279,65 @@ def ensure_demo_model(cache_dir: Path) -> Path:
     if is_complete(target):
         return target.absolute()
     return build_demo_model(target)
+
+
+# --- demo LoRA adapters ------------------------------------------------------------------------
+
+DEMO_ADAPTER_PREFIX = "demo-lora-"  # `demo-lora-<seed>`: an adapter source the server builds
+_ADAPTER_RANK = 8
+_ADAPTER_SCALE = 0.5  # large enough that greedy answers differ from the base model's
+
+
+def build_demo_adapter(target: Path, seed: int) -> Path:
+    """A PEFT LoRA adapter for the demo model: rank 8 on `q_proj` and `v_proj` of every text
+    layer, as FaceLLM's own fine-tune targets attention, with weights drawn from `seed`. Same
+    seed, same bytes; different seeds answer differently. Installed atomically like the model."""
+    target = target.absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
+    try:
+        _write_adapter(staging, seed)
+        _make_shareable(staging)
+        _install(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write_adapter(directory: Path, seed: int) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    outputs = {"q_proj": _TEXT_HIDDEN, "v_proj": _TEXT_KV_HEADS * _HEAD_DIM}
+    tensors = {}
+    for layer in range(_TEXT_LAYERS):
+        for proj, out in outputs.items():
+            # PEFT's names for a LoRA on transformers' InternVLForConditionalGeneration.
+            name = f"base_model.model.model.language_model.layers.{layer}.self_attn.{proj}"
+            a = torch.randn(_ADAPTER_RANK, _TEXT_HIDDEN, generator=generator) * _ADAPTER_SCALE
+            b = torch.randn(out, _ADAPTER_RANK, generator=generator) * _ADAPTER_SCALE
+            tensors[f"{name}.lora_A.weight"] = a.to(torch.bfloat16)
+            tensors[f"{name}.lora_B.weight"] = b.to(torch.bfloat16)
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": _ADAPTER_RANK,
+        "lora_alpha": 2 * _ADAPTER_RANK,
+        "lora_dropout": 0.0,
+        "target_modules": sorted(outputs),
+        "bias": "none",
+        "base_model_name_or_path": "demo",
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    marker = {"builder_version": DEMO_BUILDER_VERSION, "seed": seed}
+    (directory / MARKER_FILE).write_text(json.dumps(marker) + "\n")
+
+
+def ensure_demo_adapter(cache_dir: Path, seed: int) -> Path:
+    """The demo adapter of `seed` under `cache_dir`, built only when no complete build exists."""
+    target = cache_dir / "demo-adapters" / str(seed)
+    if is_complete(target):
+        return target.absolute()
+    return build_demo_adapter(target, seed)

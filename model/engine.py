@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
@@ -48,6 +49,16 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # number of top alternatives per token; None = no logprobs
     structured: StructuredOutput | None = None
+    n: int = 1  # choices to generate; the engine streams each with its `index`
+    top_k: int = 0  # 0 (or -1): all tokens
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias): a tuple keeps this hashable
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,15 @@ class GenerationRequest:
     request_id: str
     messages: Sequence[ChatMessage]
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    adapter: str | None = None  # a loaded LoRA adapter's name; None: the base model
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA fine-tune of the served model, served under its own name."""
+
+    name: str
+    path: Path  # a local directory with adapter_config.json and the adapter's weights
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,7 @@ class GenerationChunk:
     prompt_tokens: int
     finish_reason: FinishReason | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    index: int = 0  # which choice (0..n-1); completion_tokens is that choice's own count
 
 
 @dataclass(frozen=True)
@@ -94,12 +115,27 @@ class EngineAborted(EngineError):
     finish reason "abort"). Not a completion: what was generated so far is not an answer."""
 
 
+class AdapterError(ValueError):
+    """An adapter that cannot be served: name taken, files unreadable, rank too large, LoRA off."""
+
+
+class UnknownAdapter(LookupError):
+    """No adapter of that name is loaded."""
+
+
 class InvalidGenerationRequest(ValueError):
-    """The engine refused the request as malformed (e.g. prompt longer than the context)."""
+    """The engine refused the request as malformed (e.g. prompt longer than the context).
+
+    `param` names the request field the engine blamed, when it said (e.g. "logit_bias" for a
+    token id outside the vocabulary), so the caller can be told which of its fields is wrong."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class Engine(abc.ABC):
-    """An LLM engine hosting one model."""
+    """An LLM engine hosting one model, and the LoRA adapters loaded over it."""
 
     model_name: str
     tiles: TilePlan  # how the served model's processor tiles images
@@ -120,6 +156,19 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...
+
+    @property
+    @abc.abstractmethod
+    def adapters(self) -> Sequence[Adapter]:
+        """The LoRA adapters loaded now, in load order."""
+
+    @abc.abstractmethod
+    async def load_adapter(self, adapter: Adapter) -> None:
+        """Serve `adapter` from now on; AdapterError when it cannot be."""
+
+    @abc.abstractmethod
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving the adapter `name`; UnknownAdapter when none is loaded by that name."""
 
     @abc.abstractmethod
     async def shutdown(self) -> None: ...

@@ -11,8 +11,10 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
+from model.adapters import AdapterTable
 from model.demo import DEMO_TILES
 from model.engine import (
+    Adapter,
     Engine,
     EngineAborted,
     EngineDeadError,
@@ -62,9 +64,13 @@ class FakeEngine(Engine):
     (`EngineAborted`) after n chunks, 0 meaning before the first: a deterministic stand-in for
     vLLM's finish reason "abort".
 
+    With `n` > 1 the choices' words interleave, each chunk carrying its choice's `index`; choice
+    i > 0 ends with " (choice i)".
+
     `stall()` holds every request before its next chunk until `resume()`: an engine that is alive
     and passes its health check but makes no progress, for the stall watchdog. `dead = True` is a
-    dead one."""
+    dead one. LoRA adapters load when their directory declares a rank (`max_lora_rank=None`:
+    LoRA off); requests record which one they named."""
 
     def __init__(
         self,
@@ -73,6 +79,7 @@ class FakeEngine(Engine):
         step_delay_s: float = 0.0,
         tiles: TilePlan = DEMO_TILES,
         abort_after: int | None = None,
+        max_lora_rank: int | None = 16,
     ) -> None:
         self.model_name = model_name
         self.tiles = tiles
@@ -86,6 +93,7 @@ class FakeEngine(Engine):
         self.running: set[str] = set()
         self.aborted: list[str] = []
         self.requests: list[GenerationRequest] = []
+        self._adapters = AdapterTable(model_name, max_rank=max_lora_rank)
 
     async def start(self) -> None:
         self.started = True
@@ -99,6 +107,8 @@ class FakeEngine(Engine):
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         if self.dead:
             raise EngineDeadError("fake engine is dead")
+        if request.adapter is not None:
+            self._adapters.get(request.adapter)  # UnknownAdapter, as vLLM's engine raises it
         self.requests.append(request)
         self.running.add(request.request_id)
         try:
@@ -110,31 +120,41 @@ class FakeEngine(Engine):
                 self.aborted.append(request.request_id)
 
     async def _chunks(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        words = self.responder(request).split(" ")
         budget = request.sampling.max_tokens
         prompt_tokens = sum(len(str(p).split()) for m in request.messages for p in m.parts)
-        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)][:budget]
-        for i, piece in enumerate(pieces, start=1):
+        answers = [self._answer(request, index).split(" ") for index in range(request.sampling.n)]
+        pieces = [[w if i == 0 else " " + w for i, w in enumerate(ws)][:budget] for ws in answers]
+        # Choices take turns, one word each, as vLLM's batch advances them together.
+        steps = [(i, k) for k in range(budget) for i in range(len(pieces)) if k < len(pieces[i])]
+        for step, (index, k) in enumerate(steps, start=1):
             if self.step_delay_s:
                 await asyncio.sleep(self.step_delay_s)
             if not self._flowing.is_set():
                 await self._flowing.wait()
-            if self.abort_after is not None and i > self.abort_after:
+            if self.abort_after is not None and step > self.abort_after:
                 self.running.discard(request.request_id)
                 raise EngineAborted("the fake engine aborted the request")
-            last = i == len(pieces)
             reason: FinishReason | None = None
-            if last:
-                reason = "length" if len(words) > budget else "stop"
-            if last:
+            if k == len(pieces[index]) - 1:
+                reason = "length" if len(answers[index]) > budget else "stop"
+            if step == len(steps):
                 self.running.discard(request.request_id)
             yield GenerationChunk(
-                text=piece,
-                completion_tokens=i,
+                text=pieces[index][k],
+                completion_tokens=k + 1,
                 prompt_tokens=prompt_tokens,
                 finish_reason=reason,
-                logprobs=self._logprobs(piece, request.sampling.logprobs),
+                logprobs=self._logprobs(pieces[index][k], request.sampling.logprobs),
+                index=index,
             )
+
+    def _answer(self, request: GenerationRequest, index: int) -> str:
+        """Choice 0 is the responder's answer; with n > 1, the others say which they are, so tests
+        can tell them apart (unless constrained: every choice must then satisfy the constraint)."""
+        answer = self.responder(request)
+        if index == 0 or request.sampling.structured is not None:
+            return answer
+        return f"{answer} (choice {index})"
 
     @staticmethod
     def _logprobs(piece: str, top: int | None) -> tuple[TokenLogprob, ...]:
@@ -154,6 +174,16 @@ class FakeEngine(Engine):
 
     def stats(self) -> EngineStats:
         return EngineStats(running=len(self.running), waiting=0)
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        return self._adapters.adapters
+
+    async def load_adapter(self, adapter: Adapter) -> None:
+        self._adapters.add(adapter, self._adapters.admit(adapter))
+
+    async def unload_adapter(self, name: str) -> None:
+        self._adapters.remove(name)
 
     async def shutdown(self) -> None:
         self.started = False

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import difflib
 import logging
 import threading
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from PIL import Image
 
+from model.adapters import AdapterTable
 from model.engine import (
+    Adapter,
+    AdapterError,
     ChatMessage,
     Engine,
     EngineAborted,
@@ -31,6 +37,7 @@ from model.engine import (
     InvalidGenerationRequest,
     SamplingOptions,
     TokenLogprob,
+    UnknownAdapter,
 )
 from model.prompts import neutralize_control_tokens
 from model.tiles import TilePlan
@@ -40,7 +47,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class VLLMConfig:
-    """What the server decides about the engine; everything else stays vLLM's default."""
+    """What the server decides about the engine; everything else stays vLLM's default unless
+    `engine_args` (checked by `check_engine_args`) sets it."""
 
     model_path: Path
     served_model_name: str
@@ -54,6 +62,109 @@ class VLLMConfig:
     structured_outputs_backend: str = "xgrammar"
     disable_any_whitespace: bool = True
     stream_interval: int = 1
+    # LoRA: on when adapters are configured or may be loaded at runtime (it sizes buffers).
+    enable_lora: bool = False
+    max_loras: int = 4
+    max_lora_rank: int = 16
+    adapters: tuple[Adapter, ...] = ()  # loaded at start
+    # More AsyncEngineArgs fields, read-only; left out of the hash, since values may be dicts.
+    engine_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Frozen all the way down: a read-only copy, whatever mapping it was given.
+        object.__setattr__(self, "engine_args", MappingProxyType(dict(self.engine_args)))
+
+
+class EngineArgsError(ValueError):
+    """An engine argument vLLM does not have, or one the server sets itself."""
+
+
+# The engine arguments `build_engine_args` sets from the server's settings, and those settings:
+# `engine_args` may not set them a second time.
+_FROM_SETTINGS: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "served_model_name": ("served_model_name",),
+    "tensor_parallel_size": ("tensor_parallel_size",),
+    "max_model_len": ("max_model_len",),
+    "max_num_seqs": ("max_num_seqs",),
+    "gpu_memory_utilization": ("gpu_memory_utilization",),
+    "dtype": ("dtype",),
+    "enforce_eager": ("enforce_eager",),
+    "limit_mm_per_prompt": ("max_images_per_prompt",),
+    "structured_outputs_config": ("structured_outputs_backend", "disable_any_whitespace"),
+    "stream_interval": ("stream_interval",),
+    "enable_lora": ("lora_adapters", "allow_runtime_lora"),
+    "max_loras": ("max_loras",),
+    "max_lora_rank": ("max_lora_rank",),
+}
+# Ones the server keeps to itself, and why.
+_SERVER_OWN: dict[str, str] = {
+    "enable_log_requests": "the server logs every request itself",
+    "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
+}
+MANAGED_ENGINE_ARGS = frozenset(_FROM_SETTINGS) | frozenset(_SERVER_OWN)
+
+
+def check_engine_args(engine_args: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`engine_args` keyed as AsyncEngineArgs names its fields (kebab-case read as snake_case),
+    read-only. An EngineArgsError names the first that vLLM does not know (with the nearest it
+    does) or that the server sets itself (with the setting to use)."""
+    if not engine_args:
+        return MappingProxyType({})  # nothing to check: spare the import
+    known = _engine_arg_names()
+    checked: dict[str, Any] = {}
+    for name, value in engine_args.items():
+        key = name.replace("-", "_")
+        if key in MANAGED_ENGINE_ARGS:
+            raise EngineArgsError(f"{name!r} is set by the server: {_instead(key)}")
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise EngineArgsError(f"{name!r} is not a vLLM engine argument{hint}")
+        checked[key] = value
+    return MappingProxyType(checked)
+
+
+def _engine_arg_names() -> frozenset[str]:
+    # ≈ 7 s on a first import (torch, vLLM's configs), which start() would pay anyway.
+    from vllm import AsyncEngineArgs
+
+    return frozenset(f.name for f in dataclasses.fields(AsyncEngineArgs) if f.name[0] != "_")
+
+
+def _instead(key: str) -> str:
+    if key in _SERVER_OWN:
+        return _SERVER_OWN[key]
+    flags = [f"FACELLM_{s.upper()} (--{s.replace('_', '-')})" for s in _FROM_SETTINGS[key]]
+    return f"use {' or '.join(flags)} instead"
+
+
+def build_engine_args(c: VLLMConfig) -> Any:
+    """The AsyncEngineArgs for `c`: the server's settings, then the checked `engine_args`."""
+    from vllm import AsyncEngineArgs
+    from vllm.config import StructuredOutputsConfig
+
+    return AsyncEngineArgs(
+        model=str(c.model_path),
+        served_model_name=[c.served_model_name],
+        tensor_parallel_size=c.tensor_parallel_size,
+        max_model_len=c.max_model_len,
+        max_num_seqs=c.max_num_seqs,
+        gpu_memory_utilization=c.gpu_memory_utilization,
+        dtype=c.dtype,  # type: ignore[arg-type]  # validated by vLLM
+        enforce_eager=c.enforce_eager,
+        limit_mm_per_prompt={"image": c.max_images_per_prompt},
+        structured_outputs_config=StructuredOutputsConfig(
+            backend=c.structured_outputs_backend,  # type: ignore[arg-type]
+            disable_any_whitespace=c.disable_any_whitespace,
+        ),
+        enable_log_requests=False,
+        stream_interval=c.stream_interval,
+        enable_lora=c.enable_lora,
+        max_loras=c.max_loras,
+        max_lora_rank=c.max_lora_rank,  # type: ignore[arg-type]  # checked by Settings
+        **check_engine_args(c.engine_args),  # again: a VLLMConfig may come from elsewhere
+    )
 
 
 def to_hf_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -77,32 +188,18 @@ class VLLMEngine(Engine):
         self.tiles = TilePlan.from_model_dir(config.model_path)
         self._llm: Any = None
         self._tokenizer: Any = None
+        rank = config.max_lora_rank if config.enable_lora else None
+        self._adapters = AdapterTable(config.served_model_name, rank)
+        self._changing = asyncio.Lock()  # one adapter change at a time: checks hold till done
 
     async def start(self) -> None:
-        from vllm import AsyncEngineArgs
-        from vllm.config import StructuredOutputsConfig
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        args = AsyncEngineArgs(
-            model=str(c.model_path),
-            served_model_name=[c.served_model_name],
-            tensor_parallel_size=c.tensor_parallel_size,
-            max_model_len=c.max_model_len,
-            max_num_seqs=c.max_num_seqs,
-            gpu_memory_utilization=c.gpu_memory_utilization,
-            dtype=c.dtype,  # type: ignore[arg-type]  # validated by vLLM
-            enforce_eager=c.enforce_eager,
-            limit_mm_per_prompt={"image": c.max_images_per_prompt},
-            structured_outputs_config=StructuredOutputsConfig(
-                backend=c.structured_outputs_backend,  # type: ignore[arg-type]
-                disable_any_whitespace=c.disable_any_whitespace,
-            ),
-            enable_log_requests=False,
-            stream_interval=c.stream_interval,
-        )
-        self._llm = AsyncLLM.from_engine_args(args)
+        self._llm = AsyncLLM.from_engine_args(build_engine_args(c))
         self._tokenizer = self._llm.get_tokenizer()
+        for adapter in c.adapters:  # before serving: a broken adapter is a startup failure
+            await self.load_adapter(adapter)
         await self._warm_up()
         log.info("engine started", extra={"model": c.served_model_name})
 
@@ -146,6 +243,16 @@ class VLLMEngine(Engine):
             logprobs=options.logprobs,
             structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA,
+            n=options.n,
+            top_k=options.top_k,
+            min_p=options.min_p,
+            repetition_penalty=options.repetition_penalty,
+            min_tokens=options.min_tokens,
+            ignore_eos=options.ignore_eos,
+            skip_special_tokens=options.skip_special_tokens,
+            logit_bias=dict(options.logit_bias) or None,
+            stop_token_ids=list(options.stop_token_ids) or None,
+            include_stop_str_in_output=options.include_stop_str_in_output,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
@@ -156,35 +263,48 @@ class VLLMEngine(Engine):
         prompt: dict[str, Any] = {"prompt": self.render_prompt(request.messages)}
         if images:
             prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
-        completion_tokens = 0
+        produced: dict[int, int] = {}  # completion tokens so far, per choice index
         try:
             stream = self._llm.generate(
-                prompt, self._sampling_params(request.sampling), request.request_id
+                prompt,
+                self._sampling_params(request.sampling),
+                request.request_id,
+                lora_request=self._lora_request(request.adapter),
             )
             async for out in stream:
-                delta = out.outputs[0]
-                completion_tokens += len(delta.token_ids)
-                yield GenerationChunk(
-                    text=delta.text,
-                    completion_tokens=completion_tokens,
-                    prompt_tokens=len(out.prompt_token_ids or ()),
-                    finish_reason=finish_reason(
-                        delta.finish_reason,
-                        constrained=request.sampling.structured is not None,
-                        produced=completion_tokens,
-                    ),
-                    logprobs=self._logprobs(delta, request.sampling.logprobs),
-                )
+                # With n > 1, vLLM runs one child request per choice; a delta holds an output for
+                # each choice that moved since the last one we read (at most n), by `index`.
+                for delta in out.outputs:
+                    yield self._chunk(request, delta, len(out.prompt_token_ids or ()), produced)
         except VLLMEngineDead as e:
             raise EngineDeadError("the vLLM engine died") from e
-        except (EngineError, InvalidGenerationRequest):
-            raise  # ours, from finish_reason: already the right kind
+        except (EngineError, InvalidGenerationRequest, UnknownAdapter):
+            raise  # ours (finish_reason, an adapter unloaded meanwhile): already the right kind
         except (VLLMClientError, ValueError) as e:
-            raise InvalidGenerationRequest(str(e)) from e
+            raise InvalidGenerationRequest(str(e), param=getattr(e, "parameter", None)) from e
         except Exception as e:
             if self._llm.errored:
                 raise EngineDeadError("the vLLM engine died") from e
             raise EngineError("generation failed") from e
+
+    def _chunk(
+        self, request: GenerationRequest, delta: Any, prompt_tokens: int, produced: dict[int, int]
+    ) -> GenerationChunk:
+        """One choice's delta as our chunk, counting its tokens in `produced`."""
+        count = produced.get(delta.index, 0) + len(delta.token_ids)
+        produced[delta.index] = count
+        return GenerationChunk(
+            text=delta.text,
+            completion_tokens=count,
+            prompt_tokens=prompt_tokens,
+            finish_reason=finish_reason(
+                delta.finish_reason,
+                constrained=request.sampling.structured is not None,
+                produced=count,
+            ),
+            logprobs=self._logprobs(delta, request.sampling.logprobs),
+            index=delta.index,
+        )
 
     def _logprobs(self, delta: Any, top: int | None) -> tuple[TokenLogprob, ...]:
         if top is None or not delta.logprobs:
@@ -204,6 +324,39 @@ class VLLMEngine(Engine):
 
     def _decode(self, token_id: int, decoded: str | None) -> str:
         return decoded if decoded is not None else str(self._tokenizer.decode([token_id]))
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        return self._adapters.adapters
+
+    async def load_adapter(self, adapter: Adapter) -> None:
+        """Loaded into the engine now (vLLM reads and checks the files), so a bad adapter fails
+        here rather than in the first request that names it."""
+        async with self._changing:
+            adapter_id = self._adapters.admit(adapter)
+            try:
+                await self._llm.add_lora(self._as_lora_request(adapter, adapter_id))
+            except Exception as e:
+                log.warning("vLLM could not load adapter %s: %s", adapter.name, e)
+                raise AdapterError(f"the engine could not load adapter {adapter.name!r}") from e
+            self._adapters.add(adapter, adapter_id)
+        log.info("adapter loaded", extra={"adapter": adapter.name})
+
+    async def unload_adapter(self, name: str) -> None:
+        async with self._changing:
+            await self._llm.remove_lora(self._adapters.remove(name))
+        log.info("adapter unloaded", extra={"adapter": name})
+
+    def _lora_request(self, name: str | None) -> Any:
+        if name is None:
+            return None
+        return self._as_lora_request(*self._adapters.get(name))
+
+    @staticmethod
+    def _as_lora_request(adapter: Adapter, adapter_id: int) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.name, adapter_id, str(adapter.path))
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)

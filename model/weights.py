@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.demo import ensure_demo_model
+from model.adapters import ADAPTER_CONFIG
+from model.demo import DEMO_ADAPTER_PREFIX, ensure_demo_adapter, ensure_demo_model
 from model.registry import DEMO_MODEL_NAME, VARIANTS, lookup
 
 _CONFIG = "config.json"
@@ -40,6 +41,27 @@ def resolve_weights(model: str, *, cache_dir: Path, allow_download: bool) -> Pat
     if subfolder and (snapshot / subfolder / _CONFIG).is_file():
         return snapshot / subfolder
     return _model_dir(snapshot)
+
+
+def resolve_adapter(name: str, source: str, *, cache_dir: Path, allow_download: bool) -> Path:
+    """The local directory of the LoRA adapter `source` (a directory, a hub id, or
+    `demo-lora-<seed>`), served as `name`; fails naming the adapter and what was tried."""
+    seed = source.removeprefix(DEMO_ADAPTER_PREFIX)
+    if seed != source and seed.isdigit():
+        return ensure_demo_adapter(cache_dir, int(seed))
+    local = Path(source).expanduser()
+    if local.is_dir():
+        path = local
+    elif _is_repo_id(source):
+        path = _snapshot(source, cache_dir, allow_download)
+    else:
+        raise WeightsNotFound(
+            f"LoRA adapter {name!r}: {source!r} is neither a directory, a hub id, nor "
+            f"{DEMO_ADAPTER_PREFIX}<seed>."
+        )
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise WeightsNotFound(f"LoRA adapter {name!r}: {source!r} holds no {ADAPTER_CONFIG}.")
+    return path.absolute()
 
 
 def _is_repo_id(name: str) -> bool:

@@ -21,14 +21,16 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic_settings import CliApp
+from pydantic import ValidationError
+from pydantic_settings import CliApp, SettingsError
 
+from model.weights import WeightsNotFound
 from server.app import create_app
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.connections import guarded_protocol
 from server.limits import Admission
 from server.logs import configure_logging
@@ -165,12 +167,48 @@ def serve(server: DrainingServer) -> int:
     return server.exit_code
 
 
+def load_settings() -> Settings:
+    """Settings from the CLI, the environment and the config file. A setting that cannot work
+    ends the process (exit 1) with one log line that names it: a traceback would only show where
+    it was read. Unknown flags stay argparse's business (usage, exit 2)."""
+    try:
+        return CliApp.run(Settings)
+    except ValidationError as e:
+        message = describe_errors(e)
+    except (ConfigError, SettingsError) as e:
+        # A SettingsError names the setting; its cause says what is wrong (e.g. bad JSON).
+        message, cause = str(e), str(e.__cause__ or "")
+        message += f" ({cause})" if cause and cause not in message else ""
+    configure_logging("info")  # the settings' own level never loaded
+    exit_startup_failure(f"invalid settings: {message}")
+
+
+def describe_errors(error: ValidationError) -> str:
+    """pydantic's errors, one clause each, without their input values: those may be keys."""
+    clauses = []
+    for err in error.errors(include_url=False, include_input=False):
+        where = ".".join(map(str, err["loc"]))
+        what = err["msg"].removeprefix("Value error, ")
+        clauses.append(f"{where}: {what}" if where else what)
+    return "; ".join(clauses)
+
+
+def exit_startup_failure(message: str) -> NoReturn:
+    log.error(message)
+    sys.exit(ExitCode.STARTUP_FAILURE)
+
+
 def main() -> None:
     tune_malloc()  # first, before anything large is allocated (see server/memory.py)
-    settings = CliApp.run(Settings)
+    settings = load_settings()
     configure_logging(settings.log_level)
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # vLLM's ZMQ stays on loopback
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # checks engine_args before any weights load
+    except ConfigError as e:
+        exit_startup_failure(f"invalid settings: {e}")
+    except WeightsNotFound as e:  # its message says what was tried and which setting to change
+        exit_startup_failure(str(e))
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI
 
 from model.attributes import AttributePolicy
 from model.detect import make_detector
-from model.engine import Engine
+from model.engine import Adapter, Engine
 from model.registry import lookup
-from server.auth import APIKeyAuth, load_keys, metrics_keys
+from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
 from server.chat import ChatLimits, ChatService
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.errors import register_error_handlers
 from server.faces import FaceLimits, FacesService
 from server.limits import Admission
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
 from server.middleware import AdmissionGate, ClientClocks, RequestContext
-from server.routes import chat, faces, health, metrics, models
+from server.routes import adapters, chat, faces, health, metrics, models
 from server.state import AppState
 from server.watchdog import Watchdog, shutdown_engine
 
@@ -36,6 +37,7 @@ def build_engine(settings: Settings) -> Engine:
     from model.vllm_engine import VLLMConfig, VLLMEngine
     from model.weights import resolve_weights
 
+    engine_args = checked_engine_args(settings)  # a typo fails now, not after weights load
     path = resolve_weights(
         settings.model, cache_dir=settings.model_cache_dir, allow_download=settings.allow_download
     )
@@ -53,8 +55,42 @@ def build_engine(settings: Settings) -> Engine:
             structured_outputs_backend=settings.structured_outputs_backend,
             disable_any_whitespace=settings.disable_any_whitespace,
             stream_interval=settings.stream_interval,
+            engine_args=engine_args,
+            enable_lora=bool(settings.lora_adapters) or settings.allow_runtime_lora,
+            max_loras=settings.max_loras,
+            max_lora_rank=settings.max_lora_rank,
+            adapters=startup_adapters(settings),
         )
     )
+
+
+def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
+    """The configured adapters, fetched or built now, before the engine starts."""
+    from model.weights import resolve_adapter
+
+    return tuple(
+        Adapter(
+            name,
+            resolve_adapter(
+                name,
+                source,
+                cache_dir=settings.model_cache_dir,
+                allow_download=settings.allow_download,
+            ),
+        )
+        for name, source in settings.lora_adapters.items()
+    )
+
+
+def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
+    """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know or
+    that a setting already decides."""
+    from model.vllm_engine import EngineArgsError, check_engine_args
+
+    try:
+        return check_engine_args(settings.engine_args)
+    except EngineArgsError as e:
+        raise ConfigError(f"engine_args: {e}") from e
 
 
 def served_name(model: str) -> str:
@@ -82,6 +118,7 @@ def build_state(
         max_images=settings.max_images_per_prompt,
         max_tokens_limit=settings.max_tokens_limit,
         default_max_tokens=settings.default_max_tokens,
+        max_n=settings.max_n,
         request_timeout_s=settings.request_timeout_s,
         max_tiles=settings.max_tiles,
     )
@@ -149,9 +186,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     register_error_handlers(app)
-    auth = [Depends(APIKeyAuth(load_keys(settings)))]
+    user_keys = load_keys(settings)
+    auth = [Depends(APIKeyAuth(user_keys))]
     for router in (chat.router, faces.router, models.router):
         app.include_router(router, dependencies=auth)
+    if settings.allow_runtime_lora:  # Settings made sure an admin key is set
+        admin = APIKeyAuth(admin_keys(settings, user_keys))
+        app.include_router(adapters.router, dependencies=[Depends(admin)])
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
     app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics)

@@ -46,6 +46,17 @@ def metrics_keys(settings: Settings) -> tuple[bytes, ...]:
     return (key.encode(),)
 
 
+def admin_keys(settings: Settings, user_keys: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The key the admin endpoints ask for; it must not also open the user endpoints (keys from
+    `api_keys_file` are only known here, after the file was read)."""
+    if settings.admin_api_key is None:
+        return ()
+    key = settings.admin_api_key.get_secret_value().strip().encode()
+    if not key or key in user_keys:
+        raise ValueError("admin_api_key must be non-empty and differ from every API key")
+    return (key,)
+
+
 def bearer_matches(request: Request, keys: tuple[bytes, ...]) -> bool:
     """Whether the request carries `Authorization: Bearer <one of keys>` (non-empty)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from model.engine import (
@@ -19,13 +19,15 @@ from model.engine import (
     Engine,
     GenerationChunk,
     GenerationRequest,
+    Role,
     SamplingOptions,
     TokenLogprob,
 )
 from model.tiles import TilePlan
 from server import protocol as p
-from server.errors import APIError, InvalidRequest
-from server.generation import require_served_model, run_generation
+from server.capabilities import refuse_unsupported, refuse_unsupported_in_messages
+from server.errors import APIError, InternalError, InvalidRequest
+from server.generation import resolve_model, run_generation
 from server.media import ImageLoader, Need
 from server.structured import structured_output
 
@@ -39,6 +41,7 @@ class ChatLimits:
     default_max_tokens: int
     request_timeout_s: float
     max_tiles: int | None = None  # for `detail: auto`; None: the model's maximum
+    max_n: int = 8  # most choices per request
 
 
 class ChatService:
@@ -54,19 +57,20 @@ class ChatService:
         plan = engine.tiles
         auto = _canvas(plan, limits.max_tiles)
         # OpenAI's `detail`, in tiles: low is one, high is all the model can take.
-        self._needs = {"low": _canvas(plan, 1), "high": _canvas(plan, None), "auto": auto}
+        high = _canvas(plan, None)
+        self._needs = {"low": _canvas(plan, 1), "high": high, "original": high, "auto": auto}
 
     async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
         """Validate what pydantic cannot, load images, and build the engine request."""
-        require_served_model(req.model, self.engine)
-        if (req.n or 1) != 1:
-            raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_n")
+        adapter = resolve_model(req.model, self.engine)
+        refuse_unsupported(req)
         sampling = self._sampling(req)  # cheap checks (caps on constraints) before any decode
         messages = await self._messages(req.messages)
         return GenerationRequest(
             request_id=f"chatcmpl-{uuid.uuid4().hex}",
             messages=messages,
             sampling=sampling,
+            adapter=adapter,
         )
 
     async def _messages(self, messages: list[p.Message]) -> tuple[ChatMessage, ...]:
@@ -77,6 +81,7 @@ class ChatService:
                 param="messages",
                 code="too_many_messages",
             )
+        refuse_unsupported_in_messages(messages)
         texts, images = _collect_parts(messages)
         if sum(len(t) for t in texts) > lim.max_text_chars:
             raise InvalidRequest(
@@ -99,13 +104,49 @@ class ChatService:
         by_url = iter(loaded.image for loaded in decoded)
         return tuple(
             ChatMessage(
-                role="system" if m.role == "developer" else m.role,
+                role=_ROLES[m.role],
                 parts=tuple(next(by_url) if part is None else part for part in _parts(m)),
             )
             for m in messages
         )
 
     def _sampling(self, req: p.ChatCompletionRequest) -> SamplingOptions:
+        max_tokens = self._max_tokens(req)
+        temperature = 1.0 if req.temperature is None else req.temperature
+        if req.top_logprobs is not None and not req.logprobs:
+            raise InvalidRequest(
+                "top_logprobs requires logprobs=true.", param="top_logprobs", code="invalid_value"
+            )
+        if (req.min_tokens or 0) > max_tokens:
+            raise InvalidRequest(
+                f"min_tokens may be at most max_tokens ({max_tokens}).",
+                param="min_tokens",
+                code="invalid_value",
+            )
+        stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+        return SamplingOptions(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            seed=req.seed,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            stop=stop,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            structured=structured_output(req),
+            n=self._choices(req.n or 1, temperature),
+            top_k=req.top_k or 0,
+            min_p=req.min_p or 0.0,
+            repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+            min_tokens=req.min_tokens or 0,
+            ignore_eos=bool(req.ignore_eos),
+            skip_special_tokens=req.skip_special_tokens is not False,
+            logit_bias=tuple((int(token), bias) for token, bias in (req.logit_bias or {}).items()),
+            stop_token_ids=tuple(req.stop_token_ids or ()),
+            include_stop_str_in_output=bool(req.include_stop_str_in_output),
+        )
+
+    def _max_tokens(self, req: p.ChatCompletionRequest) -> int:
         lim = self.limits
         max_tokens = req.max_completion_tokens or req.max_tokens or lim.default_max_tokens
         if max_tokens > lim.max_tokens_limit:
@@ -114,43 +155,32 @@ class ChatService:
                 param="max_completion_tokens" if req.max_completion_tokens else "max_tokens",
                 code="max_tokens_too_large",
             )
-        if req.top_logprobs is not None and not req.logprobs:
+        return max_tokens
+
+    def _choices(self, n: int, temperature: float) -> int:
+        if n > self.limits.max_n:
             raise InvalidRequest(
-                "top_logprobs requires logprobs=true.", param="top_logprobs", code="invalid_value"
+                f"n may be at most {self.limits.max_n}.", param="n", code="n_too_large"
             )
-        stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-        return SamplingOptions(
-            max_tokens=max_tokens,
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
-            seed=req.seed,
-            presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0,
-            stop=stop,
-            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-            structured=structured_output(req),
-        )
+        if n > 1 and temperature == 0:
+            # vLLM refuses it too: greedy decoding would give every choice the same answer.
+            raise InvalidRequest(
+                "n > 1 needs sampling (temperature above 0): greedy choices would all be equal.",
+                param="n",
+                code="invalid_value",
+            )
+        return n
 
     async def complete(self, gen: GenerationRequest) -> p.ChatCompletion:
-        text: list[str] = []
-        logprobs: list[TokenLogprob] = []
-        last: GenerationChunk | None = None
+        answers = [_Answer() for _ in range(gen.sampling.n)]
         async for chunk in run_generation(self.engine, gen, self.limits.request_timeout_s):
-            text.append(chunk.text)
-            logprobs.extend(chunk.logprobs)
-            last = chunk
-        assert last is not None, "the engine ended a request without output"
+            answers[chunk.index].add(chunk)
+        want_logprobs = gen.sampling.logprobs is not None
         return p.ChatCompletion(
             id=gen.request_id,
-            model=self.engine.model_name,
-            choices=[
-                p.Choice(
-                    message=p.AssistantMessage(content="".join(text)),
-                    finish_reason=last.finish_reason,
-                    logprobs=_logprobs(logprobs) if gen.sampling.logprobs is not None else None,
-                )
-            ],
-            usage=_usage(last),
+            model=gen.adapter or self.engine.model_name,
+            choices=[answer.choice(i, want_logprobs) for i, answer in enumerate(answers)],
+            usage=_usage([answer.final() for answer in answers]),
         )
 
     async def open_stream(
@@ -184,7 +214,7 @@ class ChatService:
             "id": gen.request_id,
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": self.engine.model_name,
+            "model": gen.adapter or self.engine.model_name,
         }
         want_logprobs = gen.sampling.logprobs is not None
 
@@ -193,7 +223,7 @@ class ChatService:
 
         def token_frame(chunk: GenerationChunk) -> str:
             choice: dict[str, Any] = {
-                "index": 0,
+                "index": chunk.index,
                 "delta": {"content": chunk.text},
                 "finish_reason": chunk.finish_reason,
             }
@@ -201,18 +231,20 @@ class ChatService:
                 choice["logprobs"] = _logprobs(list(chunk.logprobs)).model_dump()
             return frame([choice])
 
-        held = frame(
-            [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-        )
+        opening = {"delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        held = "".join(frame([{"index": i, **opening}]) for i in range(gen.sampling.n))
+        latest: dict[int, GenerationChunk] = {}  # each choice's last chunk, for usage
         try:
-            last = None
-            async for last in _chained(first, chunks):
-                held += token_frame(last)
-                if last.finish_reason is None:  # the final chunk waits for usage and [DONE]
+            async for chunk in _chained(first, chunks):
+                latest[chunk.index] = chunk
+                held += token_frame(chunk)
+                # A choice's final chunk waits for the next write (the last one: for usage and
+                # [DONE]).
+                if chunk.finish_reason is None:
                     yield held
                     held = ""
-            if req.stream_options and req.stream_options.include_usage and last is not None:
-                held += frame([], usage=_usage(last).model_dump())
+            if req.stream_options and req.stream_options.include_usage and latest:
+                held += frame([], usage=_usage(list(latest.values())).model_dump())
         except APIError as e:
             held += f"data: {json.dumps(e.body())}\n\n"
         finally:
@@ -231,15 +263,63 @@ async def _chained(
         yield chunk
 
 
+@dataclass
+class _Answer:
+    """One choice of a whole (non-streamed) completion, gathered from its chunks."""
+
+    text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    last: GenerationChunk | None = None
+
+    def add(self, chunk: GenerationChunk) -> None:
+        self.text.append(chunk.text)
+        self.logprobs.extend(chunk.logprobs)
+        self.last = chunk
+
+    def final(self) -> GenerationChunk:
+        if self.last is None:  # every choice ends with a finish reason, or the request fails
+            raise InternalError("The engine ended the request without an answer.")
+        return self.last
+
+    def choice(self, index: int, want_logprobs: bool) -> p.Choice:
+        return p.Choice(
+            index=index,
+            message=p.AssistantMessage(content="".join(self.text)),
+            finish_reason=self.final().finish_reason,
+            logprobs=_logprobs(self.logprobs) if want_logprobs else None,
+        )
+
+
+# OpenAI's roles as the chat template knows them; tool and function messages are refused first.
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
 _ImageSlot = None  # marks where a decoded image goes back into a message's parts
 
 
 def _parts(message: p.Message) -> list[str | None]:
-    if message.content is None:
-        return []
+    """Text pieces and image slots, in order. An assistant's refusal is what it said: its text."""
     if isinstance(message.content, str):
-        return [message.content]
-    return [part.text if isinstance(part, p.TextPart) else _ImageSlot for part in message.content]
+        parts: list[str | None] = [message.content]
+    else:
+        parts = [_part(part) for part in message.content or ()]
+    if message.refusal:
+        parts.append(message.refusal)
+    return parts
+
+
+def _part(part: p.ContentPart) -> str | None:
+    if isinstance(part, p.ImagePart):
+        return _ImageSlot
+    if isinstance(part, p.TextPart):
+        return part.text
+    if isinstance(part, p.RefusalPart):
+        return part.refusal
+    raise AssertionError(f"{part.type} parts are refused before rendering")
 
 
 def _canvas(plan: TilePlan, tiles: int | None) -> Need:
@@ -255,21 +335,19 @@ def _collect_parts(
     texts: list[str] = []
     images: list[tuple[str, p.ImageURL]] = []
     for i, m in enumerate(messages):
-        if isinstance(m.content, str):
-            texts.append(m.content)
+        texts.extend(piece for piece in _parts(m) if piece is not None)
         for j, part in enumerate(m.content if isinstance(m.content, list) else []):
-            if isinstance(part, p.TextPart):
-                texts.append(part.text)
-            else:
+            if isinstance(part, p.ImagePart):
                 images.append((f"messages[{i}].content[{j}].image_url.url", part.image_url))
     return texts, images
 
 
-def _usage(chunk: GenerationChunk) -> p.Usage:
+def _usage(finals: list[GenerationChunk]) -> p.Usage:
+    """Usage of a request from each choice's last chunk: one prompt, every choice's tokens."""
+    prompt = finals[0].prompt_tokens if finals else 0
+    completion = sum(chunk.completion_tokens for chunk in finals)
     return p.Usage(
-        prompt_tokens=chunk.prompt_tokens,
-        completion_tokens=chunk.completion_tokens,
-        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
     )
 
 

@@ -1,16 +1,27 @@
 """Settings: the one place that reads the environment.
 
-Every field is a `FACELLM_<NAME>` environment variable and a `--<name>` CLI flag (kebab-case).
+Every field is a `FACELLM_<NAME>` environment variable and a `--<name>` CLI flag (kebab-case),
+and a key of the YAML file `--config` names. Precedence: CLI flags > environment > the file >
+defaults.
 The README's settings table is generated from these descriptions (`make settings-doc`).
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import yaml
+from pydantic import Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+from pydantic_settings.sources.types import Traversable
 
 
 class Settings(BaseSettings):
@@ -19,6 +30,27 @@ class Settings(BaseSettings):
         cli_kebab_case=True,
         cli_implicit_flags=True,
         extra="ignore",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file comes last, just above the defaults; CliApp puts the CLI above everything.
+        file = ConfigFileSource(settings_cls)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, file
+
+    # --- settings file -----------------------------------------------------------------------
+    config: Path | None = Field(
+        None,
+        description="YAML file of settings, keys named as the settings (`max_model_len: 8192`, "
+        "kebab-case too); an unknown key is an error. A setting given as a CLI flag or "
+        "`FACELLM_*` variable replaces the file's value whole.",
     )
 
     # --- model and engine -------------------------------------------------------------------
@@ -63,6 +95,40 @@ class Settings(BaseSettings):
     disable_any_whitespace: bool = Field(
         True,
         description="Forbid free whitespace in constrained JSON (weak models pad forever).",
+    )
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More vLLM engine arguments: JSON object of `AsyncEngineArgs` fields (`vllm "
+        'serve` flags in snake_case), e.g. `{"enable_prefix_caching": true, "kv_cache_dtype": '
+        '"fp8"}`. Checked at startup, before weights load: an unknown name, or one a setting '
+        "here already decides (`max_model_len`…), stops the server (exit 1) naming it.",
+    )
+
+    # --- LoRA adapters -----------------------------------------------------------------------
+    lora_adapters: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fine-tunes served beside the base model: JSON object of name → PEFT LoRA "
+        "adapter (local directory, hub id, or `demo-lora-<seed>` for a tiny adapter of the demo "
+        "model built offline). Each is a model in /v1/models; requests choose one by `model`.",
+    )
+    max_loras: int = Field(
+        4, ge=1, description="Adapters one engine step can batch together (vLLM max_loras)."
+    )
+    max_lora_rank: int = Field(
+        16,
+        description="Largest adapter rank accepted (vLLM max_lora_rank: 1, 8, 16, 32, 64, 128, "
+        "256, 320 or 512); it sizes the engine's LoRA buffers.",
+    )
+    allow_runtime_lora: bool = Field(
+        False,
+        description="Serve /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's admin "
+        "endpoints); they require admin_api_key. LoRA is enabled in the engine when this is on "
+        "or lora_adapters is set.",
+    )
+    admin_api_key: SecretStr | None = Field(
+        None,
+        description="Key the admin endpoints require (`Authorization: Bearer`); must differ from "
+        "every API key, so no client key can change what is served.",
     )
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -186,6 +252,13 @@ class Settings(BaseSettings):
         2048, ge=1, description="Largest max_tokens a caller may ask for."
     )
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when the caller gives none.")
+    max_n: int = Field(
+        8,
+        ge=1,
+        le=128,
+        description="Most choices (`n`) one chat request may ask for; each is a sequence of its "
+        "own in the engine's batch (max_num_seqs).",
+    )
 
     # --- remote images -----------------------------------------------------------------------
     allow_remote_images: bool = Field(
@@ -221,3 +294,85 @@ class Settings(BaseSettings):
         description="Tiles per face crop. 1 is how FaceLLM was trained (FairFace crops, one "
         "tile each); more tiles cost more prefill.",
     )
+
+    @model_validator(mode="after")
+    def _lora_consistent(self) -> Self:
+        if self.max_lora_rank not in LORA_RANKS:
+            raise ValueError(f"max_lora_rank must be one of {', '.join(map(str, LORA_RANKS))}")
+        if self.allow_runtime_lora and self.admin_api_key is None:
+            raise ValueError("allow_runtime_lora needs admin_api_key: the endpoints are admin-only")
+        admin = self.admin_api_key.get_secret_value().strip() if self.admin_api_key else None
+        if admin is not None and (not admin or admin in _user_keys(self)):
+            raise ValueError("admin_api_key must be non-empty and differ from every API key")
+        if any(not name.strip() for name in self.lora_adapters):
+            raise ValueError("lora_adapters: every adapter needs a non-empty name")
+        return self
+
+
+# The adapter ranks vLLM can size its LoRA buffers for.
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def _user_keys(settings: Settings) -> set[str]:
+    return {key.get_secret_value().strip() for key in settings.api_keys}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, found before anything starts. The process exits 1 with the
+    message alone: a traceback would only point at the code that read the setting."""
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """The YAML file that `config` names. It sits below the CLI, init and the environment, so it
+    learns `config` from them (`current_state`), and leaves out what they already set: their
+    value replaces the file's whole, dicts and lists included (never a merge of the two)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("config")
+        if not path:
+            return {}
+        values = read_config_file(self.settings_cls, Path(path))
+        return {name: value for name, value in values.items() if name not in self.current_state}
+
+
+class _YamlFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, with kebab-case keys read as snake_case."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {file_path}: not a mapping of setting names")
+        return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def read_config_file(settings_cls: type[BaseSettings], path: Path) -> dict[str, Any]:
+    """The file's settings by field name; any trouble is a one-line ConfigError."""
+    if not path.is_file():  # the YAML source would skip it without a word
+        problem = "not a file" if path.exists() else "no such file"
+        raise ConfigError(f"config file {path}: {problem}")
+    try:
+        values = _YamlFile(settings_cls, yaml_file=path).init_kwargs
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({_yaml_problem(e)})") from e
+    known = set(settings_cls.model_fields) - {"config"}  # no file names another
+    for name in values:
+        if name not in known:
+            hint = _did_you_mean(name, known)
+            raise ConfigError(f"config file {path}: unknown setting {name!r}{hint}")
+    return values
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem}, line {mark.line + 1}" if mark is not None else str(problem)
+
+
+def _did_you_mean(name: str, candidates: set[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -35,7 +35,7 @@ from model.engine import (
 )
 from server import protocol as p
 from server.errors import APIError, BadModelAnswer, InvalidRequest, Unprocessable, clipped, quoted
-from server.generation import require_served_model, run_generation
+from server.generation import resolve_model, run_generation
 from server.media import ImageLoader, LoadedImage, long_side
 from server.metrics import Metrics
 
@@ -63,6 +63,7 @@ class PreparedFaces:
     names: tuple[str, ...]
     boxes: list[Box]  # in the coordinates of the image the client sent
     views: list[Image.Image]  # each face as the model sees it; the photo itself is not kept
+    adapter: str | None = None  # the LoRA adapter that answers; None: the base model
 
 
 @cache
@@ -93,7 +94,7 @@ class FacesService:
 
     async def prepare(self, req: p.FaceAnalysisRequest) -> PreparedFaces:
         """Validate, decode, detect and crop: everything before the engine, off the loop."""
-        require_served_model(req.model, self.engine)
+        adapter = resolve_model(req.model, self.engine)
         try:
             names = self.policy.select(req.attributes)
         except attrs.AttributeNotServed as e:
@@ -108,7 +109,7 @@ class FacesService:
                 param="image",
                 code="no_face_detected",
             )
-        return PreparedFaces(names, boxes, views)
+        return PreparedFaces(names, boxes, views, adapter)
 
     def _cut(
         self, photo: LoadedImage, detect: bool, max_faces: int
@@ -120,13 +121,13 @@ class FacesService:
         return [scale_box(b, held.size, photo.original) for b in boxes], views
 
     async def analyze(self, job: PreparedFaces) -> p.FaceAnalysis:
-        names, boxes = job.names, job.boxes
+        boxes = job.boxes
         self.metrics.faces_per_image.observe(len(boxes))
         request_id = f"faces-{uuid.uuid4().hex}"
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._answer(f"{request_id}-{i}", crop, names))
+                    group.create_task(self._answer(f"{request_id}-{i}", crop, job))
                     for i, crop in enumerate(job.views)
                 ]
         except* APIError as failures:
@@ -144,11 +145,12 @@ class FacesService:
             usage = _add(usage, face_usage)
         return p.FaceAnalysis(
             id=request_id,
-            model=self.engine.model_name,
+            model=job.adapter or self.engine.model_name,
             faces=faces,
             usage=usage,
             versions=p.Versions(
                 model=self.engine.model_name,
+                adapter=job.adapter,
                 prompt=attrs.PROMPT_VERSION,
                 schema=attrs.SCHEMA_VERSION,
                 preprocessing=preprocessing_stamp(self.engine.tiles, self.limits.face_tiles),
@@ -156,8 +158,9 @@ class FacesService:
         )
 
     async def _answer(
-        self, request_id: str, crop: Image.Image, names: tuple[str, ...]
+        self, request_id: str, crop: Image.Image, job: PreparedFaces
     ) -> tuple[dict[str, str], p.Usage]:
+        names = job.names
         prompt, constraint = _task(names)
         request = GenerationRequest(
             request_id=request_id,
@@ -167,6 +170,7 @@ class FacesService:
                 temperature=0.0,
                 structured=constraint,
             ),
+            adapter=job.adapter,
         )
         text, prompt_tokens, completion_tokens = [], 0, 0
         async for chunk in run_generation(self.engine, request, self.limits.request_timeout_s):

@@ -19,6 +19,7 @@ from model.engine import (
     GenerationChunk,
     GenerationRequest,
     InvalidGenerationRequest,
+    UnknownAdapter,
 )
 from server.errors import InternalError, InvalidRequest, NotFound, Timeout, Unavailable, quoted
 from server.watchdog import ExitCode, monitor_of
@@ -27,16 +28,29 @@ log = logging.getLogger(__name__)
 
 _TOO_LONG = re.compile(r"longer than the maximum model length|maximum context length", re.I)
 
+# Fields vLLM checks against the model's vocabulary (their shape is ours to check, and is): when
+# it blames one of them, a token id is past the vocabulary.
+_TOKEN_ID_FIELDS = ("logit_bias", "stop_token_ids")
 
-def require_served_model(requested: str | None, engine: Engine) -> None:
-    """A request naming a model must name the one served (no name: the served one)."""
-    if requested not in (None, engine.model_name):
-        raise NotFound(
-            f"The model {quoted(requested)} does not exist; this server serves "
-            f"{quoted(engine.model_name)}.",
-            param="model",
-            code="model_not_found",
-        )
+
+def resolve_model(requested: str | None, engine: Engine) -> str | None:
+    """The adapter a request's `model` names: None for the base model (or no name), the
+    adapter's name for a loaded adapter; any other name is a 404 listing what is served."""
+    if requested in (None, engine.model_name):
+        return None
+    if any(adapter.name == requested for adapter in engine.adapters):
+        return requested
+    served = ", ".join(quoted(name) for name in served_models(engine))
+    raise NotFound(
+        f"The model {quoted(requested)} does not exist; this server serves {served}.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def served_models(engine: Engine) -> list[str]:
+    """The names a request may give as `model`: the base model, then each adapter."""
+    return [engine.model_name, *(adapter.name for adapter in engine.adapters)]
 
 
 async def run_generation(
@@ -65,6 +79,12 @@ async def run_generation(
         ) from None
     except InvalidGenerationRequest as e:
         raise _invalid(e) from None
+    except UnknownAdapter:  # unloaded between the request's arrival and its turn in the engine
+        raise NotFound(
+            f"The model {quoted(request.adapter)} was unloaded.",
+            param="model",
+            code="model_not_found",
+        ) from None
     except EngineDeadError:
         log.error("engine dead while serving %s", request.request_id)
         # At once, not at the watchdog's next look: no more requests for a dead engine.
@@ -95,6 +115,12 @@ def _invalid(error: InvalidGenerationRequest) -> InvalidRequest:
             "The prompt, with its images, does not fit the model's context window.",
             param="messages",
             code="context_length_exceeded",
+        )
+    if error.param in _TOKEN_ID_FIELDS:
+        return InvalidRequest(
+            f"{error.param} names a token id outside the model's vocabulary.",
+            param=error.param,
+            code="invalid_value",
         )
     return InvalidRequest(
         "The engine rejected the request (e.g. a JSON schema or regex it cannot compile).",

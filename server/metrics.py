@@ -60,6 +60,13 @@ class Metrics:
             buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32, 64),
             registry=r,
         )
+        self.model_requests = Counter(
+            "facellm_model_requests",
+            "Requests handed to the engine, by route and model (the base model or a LoRA "
+            "adapter's name).",
+            ["route", "model"],
+            registry=r,
+        )
         self.admission_rejections = Counter(
             "facellm_admission_rejections",
             "Requests refused with 429 at the admission limit.",
@@ -110,6 +117,9 @@ class Metrics:
         self._decode_waiting.set_function(decodes_waiting)
         self._pixels_reserved.set_function(pixels_reserved)
         self._backlog.labels(self.model_name).set_function(lambda: engine_waiting() + pre_engine())
+
+    def count_model(self, route: str, adapter: str | None) -> None:
+        self.model_requests.labels(route, adapter or self.model_name).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(REGISTRY) + generate_latest(self.registry)

@@ -35,6 +35,8 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/faces/analyze"})
 KNOWN_ROUTES = GENERATION_PATHS | {
     "/v1/models",
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
     "/v1/faces/schema",
     "/health",
     "/ready",

@@ -16,33 +16,93 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# Fields of OpenAI's vocabulary that ask for what this server cannot do (tools, audio, files…) are
+# typed loosely (`Refused`): pydantic accepts them, and server/capabilities.py refuses them with a
+# 400 naming the missing capability, rather than a confusing validation error about their shape.
+Refused = dict[str, Any]
+
+
+class PromptCacheBreakpoint(_Strict):
+    """OpenAI's explicit prompt-cache marker on a content part; accepted and ignored (vLLM's
+    prefix cache needs no markers)."""
+
+    mode: Literal["explicit"] | None = None
+    ttl: Literal["30m", "12h"] | None = None
+
+
 class TextPart(_Strict):
     type: Literal["text"]
     text: str
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
 class ImageURL(_Strict):
     url: str = Field(description="`data:image/{jpeg,png,webp};base64,...`, or http(s) if enabled.")
-    detail: Literal["auto", "low", "high"] | None = None
+    detail: Literal["auto", "low", "high", "original"] | None = Field(
+        None, description="`low`: one tile; `high` and `original`: as many as the model takes."
+    )
 
 
 class ImagePart(_Strict):
     type: Literal["image_url"]
     image_url: ImageURL
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class RefusalPart(_Strict):
+    """An assistant's earlier refusal, in its content; rendered as what it said."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+
+class InputAudioPart(_Strict):
+    type: Literal["input_audio"]
+    input_audio: Refused
+    prompt_cache_breakpoint: Refused | None = None
+
+
+class FilePart(_Strict):
+    type: Literal["file"]
+    file: Refused
+    prompt_cache_breakpoint: Refused | None = None
+
+
+ContentPart = Annotated[
+    TextPart | ImagePart | RefusalPart | InputAudioPart | FilePart, Field(discriminator="type")
+]
+
+# Message fields only one role may carry.
+_ROLE_FIELDS = {
+    "refusal": "assistant",
+    "tool_calls": "assistant",
+    "function_call": "assistant",
+    "audio": "assistant",
+    "tool_call_id": "tool",
+}
 
 
 class Message(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    # "tool" and "function" are OpenAI's roles, refused (tool calling) past validation.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[Refused] | None = Field(None, max_length=128)
+    tool_call_id: str | None = None
+    function_call: Refused | None = None
+    audio: Refused | None = None
 
     @model_validator(mode="after")
     def _content_required(self) -> Message:
-        if self.content is None and self.role != "assistant":
+        if self.content is None and self.role in ("system", "developer", "user"):
             raise ValueError(f"a {self.role} message needs content")
+        for name, role in _ROLE_FIELDS.items():
+            if getattr(self, name) is not None and self.role != role:
+                raise ValueError(f"only {role} messages take {name}")
+        parts = self.content if isinstance(self.content, list) else []
+        if self.role != "assistant" and any(isinstance(part, RefusalPart) for part in parts):
+            raise ValueError("only assistant messages take refusal parts")
         return self
 
 
@@ -85,6 +145,31 @@ class StructuredOutputs(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # ignored: no padding is added to stream events
+
+
+class PromptCacheOptions(_Strict):
+    """Accepted and ignored: vLLM caches prompt prefixes by itself."""
+
+    mode: Literal["implicit", "explicit"] | None = None
+    ttl: Literal["30m"] | None = None
+
+
+class ChatTemplateKwargs(_Strict):
+    """vLLM's `chat_template_kwargs`, allow-listed: FaceLLM's template reads none of them, so only
+    what clients commonly send is accepted (and has no effect); any other key is a 400 naming it."""
+
+    enable_thinking: bool | None = None
+
+
+# Largest logit_bias a caller may send (OpenAI's own cap is 300 entries), and the token-id keys:
+# decimal, as OpenAI's JSON shape makes them strings; the vocabulary bound is the engine's check.
+MAX_LOGIT_BIAS = 1024
+MAX_STOP_TOKEN_IDS = 64
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+TokenIdKey = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+TokenId = Annotated[int, Field(ge=0, lt=10**9)]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 class ChatCompletionRequest(_Strict):
@@ -96,17 +181,55 @@ class ChatCompletionRequest(_Strict):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=-(2**63), lt=2**63)
     stop: str | list[str] | None = None
-    n: int | None = Field(None, ge=1, le=128)
+    n: int | None = Field(None, ge=1, le=128, description="Choices; at most the server's max_n.")
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[TokenIdKey, Bias] | None = Field(
+        None, max_length=MAX_LOGIT_BIAS, description="Token id (a decimal string) → bias added."
+    )
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+
+    # vLLM's sampling extras (`extra_body` in the openai SDK), with vLLM's own bounds.
+    top_k: int | None = Field(None, ge=-1, lt=2**31, description="0 or -1: all tokens.")
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, allow_inf_nan=False)
+    min_tokens: int | None = Field(None, ge=0, description="At most max_tokens.")
+    ignore_eos: bool | None = None
+    skip_special_tokens: bool | None = None
+    stop_token_ids: list[TokenId] | None = Field(None, max_length=MAX_STOP_TOKEN_IDS)
+    include_stop_str_in_output: bool | None = None
+    chat_template_kwargs: ChatTemplateKwargs | None = None
+
+    # Accepted and ignored: bookkeeping, routing and caching hints for OpenAI's platform, and
+    # controls for kinds of model this is not (reasoning effort, verbosity).
     user: str | None = Field(None, max_length=256)
     metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    safety_identifier: str | None = Field(None, max_length=256)
+    prompt_cache_key: str | None = Field(None, max_length=1024)
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
+    parallel_tool_calls: bool | None = None
+
+    # Honoured only when they ask for nothing this server lacks (text out, no tools), refused
+    # otherwise by server/capabilities.py.
+    modalities: list[Literal["text", "audio"]] | None = Field(None, max_length=2)
+    tools: list[Refused] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | Refused | None = None
+    functions: list[Refused] | None = Field(None, max_length=128)
+    function_call: Literal["none", "auto"] | Refused | None = None
+    audio: Refused | None = None
+    prediction: Refused | None = None
+    web_search_options: Refused | None = None
+    moderation: Refused | None = None
 
     @model_validator(mode="after")
     def _stop_bounded(self) -> ChatCompletionRequest:
@@ -166,6 +289,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "facellm"
     max_model_len: int | None = None
+    parent: str | None = Field(
+        default=None, description="For a LoRA adapter: the base model it adapts."
+    )
 
 
 class ModelList(BaseModel):
@@ -221,7 +347,10 @@ class Face(BaseModel):
 
 
 class Versions(BaseModel):
-    model: str
+    model: str = Field(description="The base model.")
+    adapter: str | None = Field(
+        None, description="The LoRA adapter (a fine-tune of the base model) that answered, if any."
+    )
     prompt: str
     schema_: str = Field(alias="schema", serialization_alias="schema")
     preprocessing: str = Field(
@@ -239,3 +368,25 @@ class FaceAnalysis(BaseModel):
     faces: list[Face]
     usage: Usage
     versions: Versions
+
+
+# --- admin -------------------------------------------------------------------------------------
+
+
+class LoadAdapterRequest(_Strict):
+    """vLLM's body for /v1/load_lora_adapter."""
+
+    lora_name: str = Field(min_length=1, max_length=128)
+    lora_path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A directory on the server, a hub id, or `demo-lora-<seed>`.",
+    )
+    load_inplace: bool = Field(False, description="Replace an adapter already of that name.")
+
+
+class UnloadAdapterRequest(_Strict):
+    """vLLM's body for /v1/unload_lora_adapter."""
+
+    lora_name: str = Field(min_length=1, max_length=128)
+    lora_int_id: int | None = Field(None, description="Accepted from vLLM clients; ignored.")

@@ -26,6 +26,7 @@ async def create_chat_completion(
     # Prepared before any header goes out, so bad input still gets its 4xx status.
     async with state.admission.preparing():
         generation = await chat.prepare(body)
+    state.metrics.count_model("/v1/chat/completions", generation.adapter)
     if not body.stream:
         return await unless_disconnected(request, chat.complete(generation))
     frames = await unless_disconnected(request, chat.open_stream(body, generation))

@@ -1,4 +1,4 @@
-"""GET /v1/models: the one model this replica serves."""
+"""GET /v1/models: the base model, then each LoRA adapter served over it (with `parent`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(state: StateDep) -> ModelList:
-    card = ModelCard(
-        id=state.engine.model_name,
-        created=state.created,
-        max_model_len=state.settings.max_model_len,
-    )
-    return ModelList(data=[card])
+    base = state.engine.model_name
+    max_model_len = state.settings.max_model_len
+    cards = [ModelCard(id=base, created=state.created, max_model_len=max_model_len)]
+    cards += [
+        ModelCard(id=adapter.name, created=state.created, max_model_len=max_model_len, parent=base)
+        for adapter in state.engine.adapters
+    ]
+    return ModelList(data=cards)

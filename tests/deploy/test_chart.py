@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -267,6 +268,126 @@ def test_schema_refuses_impossible_values(
     ],
 )
 def test_templates_refuse_inconsistent_values(
+    render_error: Callable[..., str], values: tuple[str, ...], why: str
+) -> None:
+    assert why in render_error(*values)
+
+
+# --- engine arguments, LoRA adapters, runtime LoRA ----------------------------------------------
+
+ADAPTER_PATH = "/models/adapters/support"
+
+
+def env_var(manifests: Manifests, name: str) -> dict[str, Any] | None:
+    return next((e for e in container(manifests).get("env", []) if e["name"] == name), None)
+
+
+def test_engine_args_and_adapters_are_json_settings(render: Render) -> None:
+    defaults = render()["ConfigMap"]["data"]
+    for name in ("FACELLM_ENGINE_ARGS", "FACELLM_LORA_ADAPTERS", "FACELLM_MAX_LORA_RANK"):
+        assert name not in defaults  # unset: the server's defaults
+    data = render(
+        "server.engineArgs.max_num_batched_tokens=1536",
+        "server.engineArgs.enable_prefix_caching=true",
+        "server.engineArgs.kv_cache_dtype=fp8",
+        f"server.loraAdapters.support={ADAPTER_PATH}",
+        "server.loraAdapters.style=org/style-lora",
+        "server.maxLoras=2",
+        "server.maxLoraRank=64",
+        "modelCache.persistence.enabled=true",
+    )["ConfigMap"]["data"]
+    assert json.loads(data["FACELLM_ENGINE_ARGS"]) == {
+        "max_num_batched_tokens": 1536,
+        "enable_prefix_caching": True,
+        "kv_cache_dtype": "fp8",
+    }
+    assert json.loads(data["FACELLM_LORA_ADAPTERS"]) == {
+        "support": ADAPTER_PATH,
+        "style": "org/style-lora",
+    }
+    assert (data["FACELLM_MAX_LORAS"], data["FACELLM_MAX_LORA_RANK"]) == (
+        "2",
+        "64",
+    )
+
+
+def test_adapters_in_the_model_cache_resolve_in_the_pod(render: Render) -> None:
+    """An adapter path under /models is on the model cache claim the pod mounts there."""
+    manifests = render(
+        f"server.loraAdapters.support={ADAPTER_PATH}", "modelCache.persistence.enabled=true"
+    )
+    (mount,) = [m for m in container(manifests)["volumeMounts"] if m["name"] == "model-cache"]
+    assert ADAPTER_PATH.startswith(mount["mountPath"].rstrip("/") + "/")
+    assert not mount.get("readOnly", False)
+    (cache,) = [v for v in pod_spec(manifests)["volumes"] if v["name"] == "model-cache"]
+    claim = manifests["PersistentVolumeClaim"]["metadata"]["name"]
+    assert cache["persistentVolumeClaim"]["claimName"] == claim
+
+
+def test_runtime_lora_admin_key_comes_from_a_chart_secret(render: Render) -> None:
+    manifests = render("server.runtimeLora.enabled=true", "server.runtimeLora.adminKey=adm-k3y")
+    data = manifests["ConfigMap"]["data"]
+    assert data["FACELLM_ALLOW_RUNTIME_LORA"] == "true"
+    assert "FACELLM_ADMIN_API_KEY" not in data
+    assert "adm-k3y" not in json.dumps(manifests["ConfigMap"])
+    secret = manifests["Secret"]
+    ref = env_var(manifests, "FACELLM_ADMIN_API_KEY")
+    assert ref is not None
+    assert ref["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "admin-api-key",
+    }
+    assert secret["stringData"]["admin-api-key"] == "adm-k3y"
+    annotations = manifests["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/admin-key" in annotations  # a new key rolls the pods
+
+
+def test_runtime_lora_admin_key_from_an_existing_secret(render: Render) -> None:
+    manifests = render(
+        "server.runtimeLora.enabled=true",
+        "server.runtimeLora.existingSecret=lora-admin",
+        "server.runtimeLora.existingSecretKey=key",
+    )
+    assert "Secret" not in manifests
+    ref = env_var(manifests, "FACELLM_ADMIN_API_KEY")
+    assert ref is not None
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "lora-admin", "key": "key"}
+
+
+def test_no_admin_key_without_runtime_lora(render: Render) -> None:
+    manifests = render("server.runtimeLora.adminKey=adm-k3y")
+    assert env_var(manifests, "FACELLM_ADMIN_API_KEY") is None
+    assert "FACELLM_ALLOW_RUNTIME_LORA" not in manifests["ConfigMap"]["data"]
+    assert "Secret" not in manifests
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        (("server.maxLoraRank=4",), "maxLoraRank"),
+        (("server.maxLoras=0",), "maxLoras"),
+        (("server.engineArgs.MaxNumSeqs=4",), "MaxNumSeqs"),
+        (("server.extraSettings.FACELLM_ADMIN_API_KEY=k",), "FACELLM_ADMIN_API_KEY"),
+        (("server.runtimeLora.enabeld=true",), "enabeld"),
+    ],
+)
+def test_schema_refuses_bad_lora_and_engine_values(
+    render_error: Callable[..., str], values: tuple[str, ...], why: str
+) -> None:
+    error = render_error(*values)
+    assert "schema" in error
+    assert why in error
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        (("server.runtimeLora.enabled=true",), "server.runtimeLora.existingSecret"),
+        # The model cache is an emptyDir without persistence: nothing is there at start.
+        ((f"server.loraAdapters.support={ADAPTER_PATH}",), "modelCache.persistence.enabled"),
+    ],
+)
+def test_templates_refuse_lora_values_that_cannot_work(
     render_error: Callable[..., str], values: tuple[str, ...], why: str
 ) -> None:
     assert why in render_error(*values)

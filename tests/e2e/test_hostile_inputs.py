@@ -270,6 +270,7 @@ AUDIO: dict[str, object] = {"type": "input_audio", "input_audio": {"data": "UklG
 TINY = data_url(astronaut().resize((64, 64)))
 SMALL_IMAGE: dict[str, object] = {"type": "image_url", "image_url": {"url": TINY}}
 INVALID = "invalid_request"
+UNSUPPORTED = "unsupported_capability"
 
 
 def json_schema(schema: object) -> dict[str, object]:
@@ -292,15 +293,21 @@ CHAT_CASES = [
     bad("max-tokens-0", {"max_tokens": 0}, INVALID, "max_tokens"),
     bad("max-tokens-1e9", {"max_tokens": 10**9}, "max_tokens_too_large", "max_tokens"),
     bad("top-logprobs-50", {"logprobs": True, "top_logprobs": 50}, INVALID, "top_logprobs"),
-    bad("n-5", {"n": 5}, "unsupported_n", "n"),
+    bad("n-past-max-n", {"n": 9}, "n_too_large", "n"),
+    bad("n-greedy", {"n": 2, "temperature": 0}, "invalid_value", "n"),
+    bad("min-tokens-past-max", {"min_tokens": 9, "max_tokens": 8}, "invalid_value", "min_tokens"),
+    bad("logit-bias-out-of-vocab", {"logit_bias": {"999999": 1}}, "invalid_value", "logit_bias"),
     bad("seed-as-string", {"seed": "42"}, INVALID, "seed"),
     bad("max-tokens-as-string", {"max_tokens": "4"}, INVALID, "max_tokens"),
     bad("stream-as-number", {"stream": 0}, INVALID, "stream"),
     bad("stop-10-entries", {"stop": [f"s{i}" for i in range(10)]}, INVALID),
     bad("messages-200", {"messages": user("hi") * 200}, "too_many_messages", "messages"),
     bad("messages-empty", {"messages": []}, INVALID, "messages"),
-    bad("role-tool", {"messages": [{"role": "tool", "content": "hi"}]}, INVALID),
-    bad("content-part-audio", parts(AUDIO), INVALID),
+    bad("role-tool", {"messages": [{"role": "tool", "content": "hi"}]}, UNSUPPORTED,
+        "messages[0].role"),
+    bad("content-part-audio", parts(AUDIO), UNSUPPORTED, "messages[0].content[0]"),
+    bad("tools", {"tools": [{"type": "function", "function": {"name": "f"}}]}, UNSUPPORTED,
+        "tools"),
     bad("image-part-without-url", parts({"type": "image_url", "image_url": {}}), INVALID),
     bad("five-images", parts(*[SMALL_IMAGE] * 5), "too_many_images", "messages"),
     bad("text-over-cap", {"messages": user("a" * 40_000)}, "text_too_long", "messages"),

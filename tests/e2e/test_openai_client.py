@@ -130,7 +130,7 @@ async def test_eight_concurrent_image_requests(real_server: ServerProcess) -> No
         ({"messages": [{"role": "robot", "content": "hi"}]}, 400),
         ({"messages": image_message("data:image/jpeg;base64,@@not-base64@@")}, 400),
         ({"messages": image_message("data:image/gif;base64,R0lGODlhAQABAAAAACw=")}, 415),
-        ({"messages": image_message(data_url(astronaut())), "n": 2}, 400),
+        ({"messages": image_message(data_url(astronaut())), "n": 9}, 400),  # past max_n
     ],
 )
 def test_malformed_requests_get_4xx_and_server_keeps_serving(

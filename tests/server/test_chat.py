@@ -114,7 +114,7 @@ async def test_models_lists_the_served_model(client: httpx.AsyncClient) -> None:
     [
         ({"model": "demo"}, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0.role"),
-        ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 9}, "n"),  # past max_n (8)
         ({"messages": [{"role": "user", "content": "hi"}], "temperature": 5}, "temperature"),
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "hi"}], "bogus": 1}, "bogus"),

@@ -98,3 +98,20 @@ explicit value against model.gpusPerNode; this repeats the check for the preset 
 {{- fail (printf "autoscaling.maxReplicas (%d) is below autoscaling.minReplicas (%d)" (int $a.maxReplicas) (int $a.minReplicas)) -}}
 {{- end -}}
 {{- end }}
+
+{{- define "facellm.adminKeySecret" -}}
+{{- default (printf "%s-admin-key" (include "facellm.fullname" .)) .Values.server.runtimeLora.existingSecret -}}
+{{- end }}
+
+{{/*
+An adapter given as a path under /models lives in the model cache volume. Without persistence that
+volume is an emptyDir, empty at every start: the server would fail to load the adapter, so say so
+at install time instead of in a crash loop.
+*/}}
+{{- define "facellm.checkLoraAdapters" -}}
+{{- range $name, $source := .Values.server.loraAdapters -}}
+{{- if and (hasPrefix "/models/" $source) (not $.Values.modelCache.persistence.enabled) -}}
+{{- fail (printf "server.loraAdapters.%s: %s is in the model cache volume, an empty emptyDir unless modelCache.persistence.enabled=true (put the adapter on the claim first)" $name $source) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

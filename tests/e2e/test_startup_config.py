@@ -1,0 +1,106 @@
+"""Real processes: a bad setting stops `python -m server` at once (exit 1, one log line, no engine);
+a config file and its engine arguments reach the real vLLM engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port, start_server
+
+pytestmark = pytest.mark.e2e
+
+
+def run_server(tmp_path: Path, **env: str) -> tuple[int, str, float]:
+    """`python -m server` that must exit by itself: its exit code, output and run time."""
+    settings = {
+        "FACELLM_PORT": str(free_port()),
+        "FACELLM_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "VLLM_HOST_IP": "127.0.0.1",
+        **env,
+    }
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env={**os.environ, **settings},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+
+
+def last_log_message(output: str) -> str:
+    message: str = json.loads(output.strip().splitlines()[-1])["msg"]
+    return message
+
+
+def test_engine_args_typo_exits_1_before_any_weights_or_engine(tmp_path: Path) -> None:
+    code, output, elapsed = run_server(
+        tmp_path, FACELLM_ENGINE_ARGS='{"max_num_batched_tokenz": 4096}'
+    )
+    assert code == 1, output
+    message = last_log_message(output)
+    assert "'max_num_batched_tokenz'" in message
+    assert "did you mean 'max_num_batched_tokens'" in message
+    assert "Traceback" not in output
+    # Checked before the weights: the demo model was never built, no engine started. The time
+    # is vLLM's import (≈ 10 s on 2 cores), which a start pays anyway.
+    assert not (tmp_path / "cache").exists()
+    assert "Initializing a V1 LLM engine" not in output
+    assert elapsed < 60  # loose (2 shared cores): the proof that nothing loaded is above
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"FACELLM_MAX_LORA_RANK": "4"}, "max_lora_rank must be one of"),
+        ({"FACELLM_CONFIG": "{dir}/facellm.yaml"}, "unknown setting 'max_num_seq'"),
+    ],
+)
+def test_bad_setting_exits_1_with_one_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "facellm.yaml").write_text("max_num_seq: 4\n")
+    env = {name: value.format(dir=tmp_path) for name, value in env.items()}
+    code, output, elapsed = run_server(tmp_path, **env)
+    assert code == 1, output
+    assert output.strip().count("\n") == 0, output  # one line: no traceback
+    assert last_log_message(output).startswith("invalid settings: ")
+    assert expected in last_log_message(output)
+    assert elapsed < 20
+
+
+@pytest.mark.engine
+def test_config_file_and_engine_args_reach_the_engine(tmp_path: Path) -> None:
+    """One real start: the file names the model and carries an engine argument; vLLM's own
+    startup log shows the argument's value (its default here would be 2048)."""
+    config = tmp_path / "facellm.yaml"
+    config.write_text(
+        "served-model-name: from-config-file\nengine_args:\n  max_num_batched_tokens: 1536\n"
+    )
+    server = start_server(tmp_path / "server.log", config=str(config))
+    try:
+        models = httpx.get(f"{server.base_url}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]][:1] == ["from-config-file"]
+        assert "max_num_batched_tokens=1536" in server.logs()
+    finally:
+        assert server.stop() == 0
+
+
+def test_an_adapter_that_is_not_there_exits_1_naming_it(tmp_path: Path) -> None:
+    code, output, _ = run_server(tmp_path, FACELLM_LORA_ADAPTERS='{"retail": "/no/such/adapter"}')
+    assert code == 1, output
+    message = last_log_message(output)
+    assert "LoRA adapter 'retail'" in message and "/no/such/adapter" in message
+    assert "Traceback" not in output
+    assert "Initializing a V1 LLM engine" not in output
