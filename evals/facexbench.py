@@ -9,8 +9,6 @@ only what is still unanswered. `run_facexbench` is the Python entry point the CL
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import logging
 import re
@@ -21,33 +19,41 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from PIL import Image
-from tqdm import tqdm
 
 from evals.benchmark import BenchmarkError, Question, build_messages, load_benchmark, select
+from evals.client import (
+    MAX_SERVER_ERRORS_IN_ROW,
+    EvalError,
+    ServerUnavailableError,
+    ServerWatch,
+    http_error,
+    image_data_url,
+    make_client,
+    normalize_base_url,
+    resolve_model,
+    run_bounded,
+)
 from evals.report import render_markdown, report_json
 from evals.results import ResultsWriter, check_run, pending, read_outcomes
 from evals.scoring import PUBLISHED, Outcome, Scores, score
 
 logger = logging.getLogger(__name__)
 
-MIME_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
-}
-PROBE_TIMEOUT_S = 10.0
-#: This many 5xx answers in a row (after the client's retries) mean the server is up but broken.
-MAX_SERVER_ERRORS_IN_ROW = 20
-
-
-class EvalError(RuntimeError):
-    """The run cannot go on (server unreachable, model not served); the message says why."""
-
-
-class ServerUnavailableError(EvalError):
-    pass
+# Shared HTTP pieces re-exported: callers and tests import them from here. The limit is read from
+# this module at run time, so it can be lowered here.
+__all__ = [
+    "MAX_SERVER_ERRORS_IN_ROW",
+    "EvalConfig",
+    "EvalError",
+    "EvalRun",
+    "ServerUnavailableError",
+    "image_data_url",
+    "infer_variant",
+    "normalize_base_url",
+    "resolve_model",
+    "run_facexbench",
+    "run_facexbench_async",
+]
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,6 @@ class EvalRun:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
 
-def normalize_base_url(url: str) -> str:
-    """Accept the server root or its `/v1` prefix."""
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else f"{url}/v1"
-
-
 def infer_variant(model_id: str) -> str | None:
     """`Idiap/FaceLLM-8B`, `facellm-38b`… → the published variant; `demo` → None."""
     match = re.search(r"(?<![0-9.])(\d+)b(?![a-z0-9])", model_id.casefold())
@@ -106,50 +106,20 @@ def infer_variant(model_id: str) -> str | None:
     return size if size in PUBLISHED else None
 
 
-def image_data_url(path: Path) -> str:
-    """The file as a `data:` URL; formats the server does not take are re-encoded as PNG."""
-    mime = MIME_TYPES.get(path.suffix.lower())
-    if mime is not None:
-        data = path.read_bytes()
-    else:
-        buffer = io.BytesIO()
-        with Image.open(path) as image:
-            image.convert("RGB").save(buffer, format="PNG")
-        mime, data = "image/png", buffer.getvalue()
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _http_error(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    message = body.get("message") if isinstance(body, dict) else None
-    return f"HTTP {exc.status_code}: {message or exc.message}"
-
-
-async def resolve_model(client: openai.AsyncOpenAI, wanted: str | None, base_url: str) -> str:
-    """Check the server answers and serves `wanted` (default: its first model)."""
-    try:
-        listed = await client.with_options(timeout=PROBE_TIMEOUT_S, max_retries=0).models.list()
-    except openai.APIConnectionError as exc:
-        raise ServerUnavailableError(f"cannot reach a FaceLLM server at {base_url}: {exc}") from exc
-    except openai.APIStatusError as exc:
-        raise EvalError(f"{base_url}/models refused the request: {_http_error(exc)}") from exc
-    served = [m.id for m in listed.data]
-    if wanted is None:
-        if not served:
-            raise EvalError(f"{base_url} serves no model")
-        return served[0]
-    if wanted not in served:
-        raise EvalError(f"{base_url} does not serve {wanted!r}; it serves {served}")
-    return wanted
-
-
 class _Asker:
-    """Asks questions one request each; a lost connection aborts only if the server is down."""
+    """Asks questions one request each; `watch` decides when failures stop the run."""
 
-    def __init__(self, client: openai.AsyncOpenAI, model: str, config: EvalConfig) -> None:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        config: EvalConfig,
+        watch: ServerWatch | None = None,
+    ) -> None:
         self.client, self.model, self.config = client, model, config
-        self.server_errors_in_row = 0
-        self.broken: str | None = None  # why the run must stop, once it must
+        self.watch = watch or ServerWatch(
+            client, config.base_url, config.out, MAX_SERVER_ERRORS_IN_ROW
+        )
 
     async def ask(self, question: Question) -> Outcome:
         try:
@@ -170,61 +140,39 @@ class _Asker:
         except openai.APITimeoutError as exc:
             return Outcome(question.id, error=f"timeout: {exc}")
         except openai.APIConnectionError as exc:
-            await self._require_server(exc)
+            await self.watch.require_server(exc)
             return Outcome(question.id, error=f"connection: {exc}")
         except openai.APIStatusError as exc:
-            self._count_status(exc)
-            return Outcome(question.id, error=_http_error(exc))
-        self.server_errors_in_row = 0
+            self.watch.count_status(exc)
+            return Outcome(question.id, error=http_error(exc))
+        self.watch.succeeded()
         if not response.choices:
             return Outcome(question.id, error="response without choices")
         return Outcome(question.id, answer=(response.choices[0].message.content or "").strip())
-
-    def _count_status(self, exc: openai.APIStatusError) -> None:
-        """A caller-side 4xx is the question's problem; a run of 5xx is the server's."""
-        self.server_errors_in_row = self.server_errors_in_row + 1 if exc.status_code >= 500 else 0
-        if self.server_errors_in_row >= MAX_SERVER_ERRORS_IN_ROW:
-            self.broken = (
-                f"the server at {self.config.base_url} failed {self.server_errors_in_row} requests "
-                f"in a row (last: {_http_error(exc)}); answers so far are saved in "
-                f"{self.config.out}, rerun the same command to resume"
-            )
-
-    async def _require_server(self, cause: Exception) -> None:
-        try:
-            await self.client.with_options(timeout=PROBE_TIMEOUT_S, max_retries=0).models.list()
-        except openai.APIError as exc:
-            raise ServerUnavailableError(
-                f"the server at {self.config.base_url} went away mid-run ({cause}); answers so far "
-                f"are saved in {self.config.out}, rerun the same command to resume"
-            ) from exc
 
 
 async def _ask_all(asker: _Asker, todo: Sequence[Question], outcomes: dict[str, Outcome]) -> None:
     """Ask `todo` with at most `concurrency` requests in flight, saving each answer at once."""
     config = asker.config
-    semaphore = asyncio.Semaphore(config.concurrency)
     writer = ResultsWriter(config.out)
-    bar = tqdm(total=len(todo), desc="FaceXBench", unit="q", disable=not config.progress)
 
     async def one(question: Question) -> None:
-        async with semaphore:
-            start = time.perf_counter()
-            outcome = await asker.ask(question)
+        start = time.perf_counter()
+        outcome = await asker.ask(question)
         writer.write(question, outcome, time.perf_counter() - start)
         outcomes[question.id] = outcome
-        bar.update(1)
-        if asker.broken is not None:
-            raise ServerUnavailableError(asker.broken)
 
     try:
-        async with asyncio.TaskGroup() as group:
-            for question in todo:
-                group.create_task(one(question))
-    except* ServerUnavailableError as failures:
-        raise failures.exceptions[0] from None
+        await run_bounded(
+            todo,
+            one,
+            asker.watch,
+            concurrency=config.concurrency,
+            desc="FaceXBench",
+            unit="q",
+            progress=config.progress,
+        )
     finally:
-        bar.close()
         writer.close()
 
 
@@ -266,12 +214,7 @@ async def run_facexbench_async(config: EvalConfig) -> EvalRun:
         raise BenchmarkError(f"no questions selected from {config.data}")
     most_images = _check_data(config, questions)
     base_url = normalize_base_url(config.base_url)
-    client = openai.AsyncOpenAI(
-        base_url=base_url,
-        api_key=config.api_key,
-        max_retries=config.max_retries,
-        timeout=config.timeout_s,
-    )
+    client = make_client(base_url, config.api_key, config.timeout_s, config.max_retries)
     async with client:
         model = await resolve_model(client, config.model, base_url)
         run = {"model": model, "with_task_description": config.with_task_description}

@@ -8,7 +8,7 @@ mid-write) is ignored rather than fatal.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +21,20 @@ RUN_FILE = "run.json"
 
 class ResumeMismatchError(ValueError):
     """The output folder holds answers from a run asked differently."""
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The file's JSON objects in order; a torn or foreign line is skipped, a missing file empty."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
 
 
 def parse_outcomes(lines: Iterable[str]) -> dict[str, Outcome]:
@@ -50,10 +64,10 @@ def read_outcomes(out_dir: Path) -> dict[str, Outcome]:
         return parse_outcomes(f)
 
 
-def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:
+def check_run(out_dir: Path, run: Mapping[str, Any], results_file: str = RESULTS_FILE) -> None:
     """Refuse to mix answers to differently-asked questions; record how this run asks them."""
     path = out_dir / RUN_FILE
-    if path.exists() and (out_dir / RESULTS_FILE).exists():
+    if path.exists() and (out_dir / results_file).exists():
         before = json.loads(path.read_text(encoding="utf-8"))
         changed = {k: (before.get(k), v) for k, v in run.items() if before.get(k) != v}
         if changed:
@@ -73,29 +87,42 @@ def _ends_torn(path: Path) -> bool:
         return f.read(1) != b"\n"
 
 
-class ResultsWriter:
-    """Appends one flushed line per outcome, so nothing answered is lost to an interruption."""
+class JsonlAppender:
+    """Appends one flushed JSON line per record, so nothing answered is lost to an interruption."""
 
-    def __init__(self, out_dir: Path) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / RESULTS_FILE
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torn = _ends_torn(path)
         self._file: IO[str] = path.open("a", encoding="utf-8")
         if torn:  # end the torn line so the next record starts on its own
             self._file.write("\n")
 
-    def write(self, question: Question, outcome: Outcome, latency_s: float) -> None:
-        record = {
-            "id": outcome.id,
-            "answer": outcome.answer,
-            "error": outcome.error,
-            "correct": question.correct,
-            "category": question.category,
-            "task": question.task,
-            "latency_s": round(latency_s, 3),
-        }
+    def write(self, record: Mapping[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ResultsWriter:
+    """FaceXBench's results file: one line per outcome."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self._file = JsonlAppender(out_dir / RESULTS_FILE)
+
+    def write(self, question: Question, outcome: Outcome, latency_s: float) -> None:
+        self._file.write(
+            {
+                "id": outcome.id,
+                "answer": outcome.answer,
+                "error": outcome.error,
+                "correct": question.correct,
+                "category": question.category,
+                "task": question.task,
+                "latency_s": round(latency_s, 3),
+            }
+        )
 
     def close(self) -> None:
         self._file.close()

@@ -9,11 +9,12 @@ expression) so answers stay in the vocabulary the model was trained on.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = "2026-11-26.1"
+# Bumped when the answer's shape changes (2026-11-30: per-attribute confidence, abstention).
+SCHEMA_VERSION = "2026-11-30.1"
 PROMPT_VERSION = "2026-11-26.1"
 
 _MAX_ECHO = 200  # most characters of model text quoted back in an error
@@ -110,6 +111,13 @@ _BY_NAME: dict[str, Attribute] = {a.name: a for a in ATTRIBUTES}
 ALL_NAMES: tuple[str, ...] = tuple(_BY_NAME)
 
 
+def attribute(name: str) -> Attribute:
+    """The attribute called `name`; UnknownAttribute if there is none."""
+    if name not in _BY_NAME:
+        raise UnknownAttribute(name)
+    return _BY_NAME[name]
+
+
 class UnknownAttribute(ValueError):
     """A configured attribute name is not in the vocabulary."""
 
@@ -191,6 +199,32 @@ def json_schema(names: Sequence[str]) -> dict[str, Any]:
         "required": list(selected),
         "additionalProperties": False,
     }
+
+
+def answer_prefix(values: Mapping[str, str]) -> str:
+    """The answer's JSON up to and including the last of `values` (canonical order, no
+    whitespace: as the schema's grammar spells it), for generation to continue from."""
+    fields = ",".join(f'"{name}":"{values[name]}"' for name in _canonical(values))
+    return "{" + fields
+
+
+def continuation_pattern(names: Sequence[str]) -> str:
+    """A regex for the rest of an answer after `answer_prefix`: the attributes `names`, in
+    canonical order, then the closing brace."""
+    fields = "".join(
+        f',"{name}":"({"|".join(_literal(v) for v in _BY_NAME[name].values)})"'
+        for name in _canonical(names)
+    )
+    return fields + r"\}"
+
+
+def _literal(text: str) -> str:
+    """`text` as a regex matching itself; only the metacharacters are escaped (grammar
+    compilers take fewer escapes than Python's `re`)."""
+    return "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in text)
+
+
+_REGEX_SPECIAL = frozenset("\\.^$*+?()[]{}|")
 
 
 def prompt(names: Sequence[str]) -> str:

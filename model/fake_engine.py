@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from model.adapters import AdapterTable
@@ -28,6 +29,8 @@ from model.engine import (
 from model.tiles import TilePlan
 
 Responder = Callable[[GenerationRequest], str]
+# The tokens of an answer with their logprobs, as the engine would report them.
+Tokenizer = Callable[[GenerationRequest], Sequence[TokenLogprob]]
 
 
 def minimal_instance(schema: dict[str, Any]) -> Any:
@@ -64,6 +67,9 @@ class FakeEngine(Engine):
     (`EngineAborted`) after n chunks, 0 meaning before the first: a deterministic stand-in for
     vLLM's finish reason "abort".
 
+    `tokens=f` replaces the words and their made-up logprobs with `f(request)`: answers whose
+    token distributions a test knows exactly (for choice 0; others are words).
+
     With `n` > 1 the choices' words interleave, each chunk carrying its choice's `index`; choice
     i > 0 ends with " (choice i)".
 
@@ -80,12 +86,14 @@ class FakeEngine(Engine):
         tiles: TilePlan = DEMO_TILES,
         abort_after: int | None = None,
         max_lora_rank: int | None = 16,
+        tokens: Tokenizer | None = None,
     ) -> None:
         self.model_name = model_name
         self.tiles = tiles
         self.responder = responder
         self.step_delay_s = step_delay_s
         self.abort_after = abort_after
+        self.tokens = tokens
         self.started = False
         self.dead = False
         self._flowing = asyncio.Event()
@@ -122,8 +130,8 @@ class FakeEngine(Engine):
     async def _chunks(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         budget = request.sampling.max_tokens
         prompt_tokens = sum(len(str(p).split()) for m in request.messages for p in m.parts)
-        answers = [self._answer(request, index).split(" ") for index in range(request.sampling.n)]
-        pieces = [[w if i == 0 else " " + w for i, w in enumerate(ws)][:budget] for ws in answers]
+        answers = [self._tokens(request, index) for index in range(request.sampling.n)]
+        pieces = [tokens[:budget] for tokens in answers]
         # Choices take turns, one word each, as vLLM's batch advances them together.
         steps = [(i, k) for k in range(budget) for i in range(len(pieces)) if k < len(pieces[i])]
         for step, (index, k) in enumerate(steps, start=1):
@@ -139,12 +147,13 @@ class FakeEngine(Engine):
                 reason = "length" if len(answers[index]) > budget else "stop"
             if step == len(steps):
                 self.running.discard(request.request_id)
+            token, top = pieces[index][k], request.sampling.logprobs
             yield GenerationChunk(
-                text=pieces[index][k],
+                text=token.token,
                 completion_tokens=k + 1,
                 prompt_tokens=prompt_tokens,
                 finish_reason=reason,
-                logprobs=self._logprobs(pieces[index][k], request.sampling.logprobs),
+                logprobs=() if top is None else (replace(token, top=token.top[:top]),),
                 index=index,
             )
 
@@ -156,12 +165,13 @@ class FakeEngine(Engine):
             return answer
         return f"{answer} (choice {index})"
 
-    @staticmethod
-    def _logprobs(piece: str, top: int | None) -> tuple[TokenLogprob, ...]:
-        if top is None:
-            return ()
-        alternatives = ((piece, -0.5), (" ", -1.5))[: max(top, 0)]
-        return (TokenLogprob(piece, -0.5, alternatives),)
+    def _tokens(self, request: GenerationRequest, index: int) -> list[TokenLogprob]:
+        """One token per word (made-up logprobs), or those of `tokens` for choice 0."""
+        if self.tokens is not None and index == 0:
+            return list(self.tokens(request))
+        words = self._answer(request, index).split(" ")
+        pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        return [TokenLogprob(piece, -0.5, ((piece, -0.5), (" ", -1.5))) for piece in pieces]
 
     async def abort(self, request_id: str) -> None:
         if request_id in self.running:

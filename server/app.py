@@ -131,6 +131,8 @@ def build_state(
             max_faces=settings.max_faces,
             request_timeout_s=settings.request_timeout_s,
             face_tiles=settings.face_tiles,
+            min_confidence=settings.min_confidence,
+            confidence_passes=settings.confidence_passes,
         ),
         metrics,
     )

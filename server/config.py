@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import Field, SecretStr, model_validator
@@ -22,6 +22,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 from pydantic_settings.sources.types import Traversable
+
+from model.attributes import attribute
 
 
 class Settings(BaseSettings):
@@ -294,6 +296,29 @@ class Settings(BaseSettings):
         description="Tiles per face crop. 1 is how FaceLLM was trained (FairFace crops, one "
         "tile each); more tiles cost more prefill.",
     )
+    min_confidence: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description="Default abstention thresholds, per face attribute (JSON object, e.g. "
+        '`{"perceived_race": 0.6}`): an answer the model gave less probability becomes the '
+        "attribute's abstain value (`uncertain`/`not_visible`), counted in "
+        "facellm_abstentions_total. Requests override with min_confidence. Empty: none.",
+    )
+    confidence_passes: int = Field(
+        9,
+        ge=1,
+        le=16,
+        description="Most decoding passes per face when confidences are computed. Greedy "
+        "decoding can end at a value the model found less probable than another (values "
+        "sharing leading tokens); the server then fixes the more probable value and decodes the "
+        "attributes after it again. 1: picks stand as decoded (one pass, the most probable value "
+        "not guaranteed). 9, one per attribute: always the most probable.",
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_name_attributes(self) -> Self:
+        for name in self.min_confidence:
+            attribute(name)  # UnknownAttribute (a ValueError) names it and lists the known ones
+        return self
 
     @model_validator(mode="after")
     def _lora_consistent(self) -> Self:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
-from functools import cache
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -26,22 +26,16 @@ from model.detect import (
     scale_box,
     whole_image_box,
 )
-from model.engine import (
-    ChatMessage,
-    Engine,
-    GenerationRequest,
-    SamplingOptions,
-    StructuredOutput,
-)
+from model.engine import Engine
 from server import protocol as p
-from server.errors import APIError, BadModelAnswer, InvalidRequest, Unprocessable, clipped, quoted
-from server.generation import resolve_model, run_generation
+from server.answers import FaceAnswerer, Question
+from server.errors import APIError, InvalidRequest, Unprocessable, clipped, quoted
+from server.generation import resolve_model
 from server.media import ImageLoader, LoadedImage, long_side
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-TOKENS_PER_ATTRIBUTE = 24  # a key, a value and punctuation, with room for long enum values
 # Face photos are held with at least this many pixels on the long side (a 12-MP JPEG decodes at
 # half scale): detection works on a smaller copy, and crops keep a tile's worth of detail for any
 # face larger than about a fifth of the photo's long side.
@@ -54,22 +48,17 @@ class FaceLimits:
     max_faces: int
     request_timeout_s: float
     face_tiles: int = 1
+    min_confidence: Mapping[str, float] = field(default_factory=dict)  # default thresholds
+    confidence_passes: int = 9
 
 
 @dataclass(frozen=True)
 class PreparedFaces:
-    """What `prepare` hands to `analyze`: the attributes asked for and the faces found."""
+    """What `prepare` hands to `analyze`: what is asked, and the faces found."""
 
-    names: tuple[str, ...]
+    question: Question
     boxes: list[Box]  # in the coordinates of the image the client sent
     views: list[Image.Image]  # each face as the model sees it; the photo itself is not kept
-    adapter: str | None = None  # the LoRA adapter that answers; None: the base model
-
-
-@cache
-def _task(names: tuple[str, ...]) -> tuple[str, StructuredOutput]:
-    """Prompt and constraint for a set of attributes, built once per set (schemas compile once)."""
-    return attrs.prompt(names), StructuredOutput(json_schema=attrs.json_schema(names))
 
 
 class FacesService:
@@ -88,6 +77,9 @@ class FacesService:
         self.images = images
         self.limits = limits
         self.metrics = metrics
+        self.answerer = FaceAnswerer(
+            engine, metrics, limits.request_timeout_s, limits.confidence_passes
+        )
 
     def schema(self) -> dict[str, object]:
         return attrs.json_schema(self.policy.enabled)
@@ -99,6 +91,7 @@ class FacesService:
             names = self.policy.select(req.attributes)
         except attrs.AttributeNotServed as e:
             raise _not_served(e) from None
+        thresholds = self._thresholds(req.min_confidence, names)
         photo = await self.images.load(req.image, "image", _FACE_PHOTO, raw_base64=True)
         max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
         boxes, views = await asyncio.to_thread(self._cut, photo, req.detect, max_faces)
@@ -109,7 +102,8 @@ class FacesService:
                 param="image",
                 code="no_face_detected",
             )
-        return PreparedFaces(names, boxes, views, adapter)
+        question = Question(names, adapter, thresholds, req.confidence)
+        return PreparedFaces(question, boxes, views)
 
     def _cut(
         self, photo: LoadedImage, detect: bool, max_faces: int
@@ -127,12 +121,12 @@ class FacesService:
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self._answer(f"{request_id}-{i}", crop, job))
+                    group.create_task(self.answerer.answer(f"{request_id}-{i}", crop, job.question))
                     for i, crop in enumerate(job.views)
                 ]
         except* APIError as failures:
             raise failures.exceptions[0] from None
-        faces, usage = [], p.Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        faces, usage = [], p.Usage()
         for box, task in zip(boxes, tasks, strict=True):
             answer, face_usage = task.result()
             faces.append(
@@ -142,54 +136,41 @@ class FacesService:
                     attributes=answer,
                 )
             )
-            usage = _add(usage, face_usage)
+            usage += face_usage
         return p.FaceAnalysis(
             id=request_id,
-            model=job.adapter or self.engine.model_name,
+            model=job.question.adapter or self.engine.model_name,
             faces=faces,
             usage=usage,
             versions=p.Versions(
                 model=self.engine.model_name,
-                adapter=job.adapter,
+                adapter=job.question.adapter,
                 prompt=attrs.PROMPT_VERSION,
                 schema=attrs.SCHEMA_VERSION,
                 preprocessing=preprocessing_stamp(self.engine.tiles, self.limits.face_tiles),
             ),
         )
 
-    async def _answer(
-        self, request_id: str, crop: Image.Image, job: PreparedFaces
-    ) -> tuple[dict[str, str], p.Usage]:
-        names = job.names
-        prompt, constraint = _task(names)
-        request = GenerationRequest(
-            request_id=request_id,
-            messages=(ChatMessage(role="user", parts=(crop, prompt)),),
-            sampling=SamplingOptions(
-                max_tokens=TOKENS_PER_ATTRIBUTE * len(names) + 8,
-                temperature=0.0,
-                structured=constraint,
-            ),
-            adapter=job.adapter,
-        )
-        text, prompt_tokens, completion_tokens = [], 0, 0
-        async for chunk in run_generation(self.engine, request, self.limits.request_timeout_s):
-            text.append(chunk.text)
-            prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
-        try:
-            answer = attrs.parse_answer("".join(text), names)
-        except attrs.InvalidAnswer as e:
-            self.metrics.validation_failures.inc()
-            log.warning("invalid structured answer for %s: %s", request_id, e)
-            raise BadModelAnswer(
-                "The model's answer for a face did not validate against the attribute schema.",
-                code="invalid_model_answer",
-            ) from None
-        return answer, p.Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
+    def _thresholds(
+        self, given: float | dict[str, float] | None, names: tuple[str, ...]
+    ) -> dict[str, float]:
+        """The abstention threshold of each attribute asked for (only those above 0): the
+        request's, else the server's default."""
+        if isinstance(given, dict):
+            for name in given:
+                if name not in names:
+                    raise InvalidRequest(
+                        f"min_confidence names {quoted(name)}, which is not among the "
+                        "attributes asked for.",
+                        param=f"min_confidence.{clipped(name)}",
+                        code="invalid_value",
+                    )
+            merged = {**self.limits.min_confidence, **given}
+        elif given is not None:
+            merged = dict.fromkeys(names, given)
+        else:
+            merged = dict(self.limits.min_confidence)
+        return {name: merged[name] for name in names if merged.get(name, 0.0) > 0}
 
 
 def _not_served(e: attrs.AttributeNotServed) -> InvalidRequest:
@@ -203,12 +184,4 @@ def _not_served(e: attrs.AttributeNotServed) -> InvalidRequest:
         f"Attribute not served: {quoted(e.name)}: {e.reason}.",
         param=f"attributes.{clipped(e.name)}",
         code="attribute_not_served",
-    )
-
-
-def _add(a: p.Usage, b: p.Usage) -> p.Usage:
-    return p.Usage(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        total_tokens=a.total_tokens + b.total_tokens,
     )

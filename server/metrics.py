@@ -67,6 +67,13 @@ class Metrics:
             ["route", "model"],
             registry=r,
         )
+        self.abstentions = Counter(
+            "facellm_abstentions",
+            "Face attributes answered with their abstain value because the model's confidence "
+            "fell below min_confidence.",
+            ["attribute"],
+            registry=r,
+        )
         self.admission_rejections = Counter(
             "facellm_admission_rejections",
             "Requests refused with 429 at the admission limit.",

@@ -257,9 +257,16 @@ class ChoiceLogprobs(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
 
 
 class AssistantMessage(BaseModel):
@@ -302,6 +309,9 @@ class ModelList(BaseModel):
 # --- faces -------------------------------------------------------------------------------------
 
 
+Threshold = Annotated[float, Field(ge=0, le=1)]
+
+
 class FaceAnalysisRequest(_Strict):
     model_config = ConfigDict(
         extra="forbid",
@@ -329,6 +339,19 @@ class FaceAnalysisRequest(_Strict):
     detect: bool = Field(
         True, description="Find faces and crop them (25 % margin); false: the image is one face."
     )
+    confidence: bool = Field(
+        False,
+        description="Give each attribute as an object: its value, the probability the model "
+        "gave that value among the allowed ones (`confidence`), whether it abstained, and the "
+        "other values with theirs (`alternatives`). Default: each attribute is its value.",
+    )
+    min_confidence: Threshold | dict[str, Threshold] | None = Field(
+        None,
+        description="Abstain below this confidence: the attribute becomes its abstain value "
+        "(`uncertain` or `not_visible`). One threshold for every attribute, or one per "
+        "attribute; replaces the server's defaults (FACELLM_MIN_CONFIDENCE) for those it names. "
+        "0: never abstain.",
+    )
 
 
 class BoundingBox(BaseModel):
@@ -343,7 +366,29 @@ class Face(BaseModel):
     score: float = Field(
         description="Detector confidence (higher is surer; 1.0 when detect=false)."
     )
-    attributes: dict[str, str]
+    attributes: dict[str, str] | dict[str, AttributeAnswer] = Field(
+        description="Each attribute's value; with `confidence: true`, an object per attribute."
+    )
+
+
+class Alternative(BaseModel):
+    value: str
+    confidence: float
+
+
+class AttributeAnswer(BaseModel):
+    value: str
+    confidence: float = Field(
+        description="The probability the model gave `value` among the attribute's allowed values "
+        "(given the face and the attributes answered before it): 0 to 1."
+    )
+    abstained: bool = Field(
+        description="The model's pick fell below min_confidence: `value` is the abstain value, "
+        "the pick is among the alternatives."
+    )
+    alternatives: list[Alternative] = Field(
+        description="The other values the model gave probability to, most probable first."
+    )
 
 
 class Versions(BaseModel):

@@ -28,7 +28,7 @@ async def analyze_faces(
     admit(request)
     async with state.admission.preparing():
         job = await faces.prepare(body)
-    state.metrics.count_model("/v1/faces/analyze", job.adapter)
+    state.metrics.count_model("/v1/faces/analyze", job.question.adapter)
     return await unless_disconnected(request, faces.analyze(job))
 
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from evals import facexbench
 from evals.__main__ import main
@@ -36,6 +33,7 @@ from model.fake_engine import FakeEngine
 from server.app import create_app
 from server.config import Settings
 from tests.evals.fxbench_data import IMAGE_COUNTS, KEY, image_width
+from tests.uvicorn_thread import serve_in_thread
 
 WRONG = {
     "fairface_multiple_mcq_age_test/2",  # 3 images
@@ -44,7 +42,6 @@ WRONG = {
     "tools_retrieval/1",
 }
 TOO_MANY_IMAGES = "lfw_multiple_mcq/3"  # 5 images; the server takes 4 → HTTP 400, never asked
-START_TIMEOUT_S = 10.0
 
 
 def held_width(k: int) -> int:
@@ -79,25 +76,9 @@ class KeyedResponder:
         return "ABCD"[("ABCD".index(key) + 1) % 4] if qid in WRONG else key
 
 
-@contextmanager
-def serve(engine: FakeEngine, tmp_path: Path) -> Iterator[str]:
-    """The real app on uvicorn in a background thread, on a free 127.0.0.1 port."""
-    app = create_app(Settings(model_cache_dir=tmp_path / "cache"), engine)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(START_TIMEOUT_S)
-        sock.close()
+def serve(engine: FakeEngine, tmp_path: Path) -> AbstractContextManager[str]:
+    """The real app, on uvicorn in a background thread."""
+    return serve_in_thread(create_app(Settings(model_cache_dir=tmp_path / "cache"), engine))
 
 
 @pytest.fixture
