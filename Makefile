@@ -57,7 +57,7 @@ fmt: $(STAMP)  ## Apply ruff fixes and formatting
 typecheck: $(STAMP)  ## mypy (strict) on server/ and model/
 	$(BIN)/mypy
 
-check-deploy: $(STAMP)  ## helm lint/template + kubernetes-validate + hadolint + chart tests
+check-deploy: $(STAMP)  ## helm lint/template + kubernetes-validate + promtool rules + hadolint + chart tests
 	bash deploy/check.sh
 
 loadtest: $(STAMP)  ## locust against a running server (HOST=http://127.0.0.1:8000 USERS=8 DURATION=20s)

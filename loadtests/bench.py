@@ -76,6 +76,7 @@ class Bench:
     noise: NoisePolicy  # own_groups is filled in per system
     workloads: tuple[str, ...]
     photo: PhotoPlan
+    api_processes: int = 1  # HTTP processes of ours (and of vLLM's server) over the one engine
 
     def systems(self) -> tuple[str, ...]:
         """The systems the chosen workloads need, in SYSTEMS order."""
@@ -160,6 +161,7 @@ def server_command(system: str, bench: Bench, port: int) -> tuple[list[str], dic
             "FACELLM_MAX_NUM_SEQS": str(MAX_NUM_SEQS),
             "FACELLM_MAX_IMAGES_PER_PROMPT": str(MAX_IMAGES),
             "FACELLM_STREAM_INTERVAL": str(bench.stream_interval),
+            "FACELLM_API_PROCESSES": str(bench.api_processes),
         }
         return [sys.executable, "-m", "server"], env, "/ready"
     if system == "floor":
@@ -179,6 +181,7 @@ def server_command(system: str, bench: Bench, port: int) -> tuple[list[str], dic
         *("--structured-outputs-config", STRUCTURED),
         *("--stream-interval", str(bench.stream_interval)),
         *("--generation-config", "vllm"),  # sampling from the request alone, as in ours
+        *("--api-server-count", str(bench.api_processes)),
     ]
     return cmd, env, "/health"
 
@@ -310,6 +313,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--photo-requests", type=int, default=12, help="min per photo chat point")
     p.add_argument("--face-requests", type=int, default=10, help="face analyses over photos")
     p.add_argument("--photo-warmup", type=int, default=2, help="photos of each kind, unmeasured")
+    p.add_argument(
+        "--api-processes",
+        type=int,
+        default=1,
+        help="HTTP API processes over the one engine: ours (FACELLM_API_PROCESSES) and vLLM's "
+        "server (--api-server-count)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "results")
     p.add_argument(
         "--max-noise", type=float, default=0.15, help="share of CPUs others may take in a point"
@@ -351,6 +361,7 @@ def make_bench(args: argparse.Namespace, model_dir: Path, logs: Path) -> Bench:
         photo=plan_photo(
             args.photo_concurrency, args.photo_requests, args.face_requests, args.photo_warmup
         ),
+        api_processes=args.api_processes,
     )
 
 
@@ -358,6 +369,7 @@ def bench_meta(bench: Bench, wall_s: float) -> dict[str, Any]:
     return {
         "model_dir": str(bench.model_dir),
         "workloads": list(bench.workloads),
+        "api_processes": bench.api_processes,
         "points": [vars(p) for p in bench.points],
         "photo": bench.photo.meta(),
         "repeats": bench.repeats,

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import logging
 import threading
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -69,10 +69,24 @@ class VLLMConfig:
     adapters: tuple[Adapter, ...] = ()  # loaded at start
     # More AsyncEngineArgs fields, read-only; left out of the hash, since values may be dicts.
     engine_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # One of several API processes on a shared engine core (`launch_shared_core`); None: this
+    # process starts an engine core of its own.
+    client: ClientSlot | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a read-only copy, whatever mapping it was given.
         object.__setattr__(self, "engine_args", MappingProxyType(dict(self.engine_args)))
+
+
+@dataclass(frozen=True)
+class ClientSlot:
+    """An API process's place on a shared engine core: vLLM's client addresses (ZMQ sockets and
+    queues that a spawned process inherits), how many clients share the core, and which this is.
+    """
+
+    addresses: dict[str, Any]
+    count: int
+    index: int
 
 
 class EngineArgsError(ValueError):
@@ -167,6 +181,66 @@ def build_engine_args(c: VLLMConfig) -> Any:
     )
 
 
+def engine_config(c: VLLMConfig, clients: int, rank: int) -> Any:
+    """vLLM's engine config as `clients` API processes see it (`rank` -1: the launcher's)."""
+    from vllm.usage.usage_lib import UsageContext
+
+    args = build_engine_args(c)
+    args._api_process_count, args._api_process_rank = clients, rank
+    return args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+
+
+@dataclass
+class SharedCore:
+    """vLLM's engine core, started for several API processes (`launch_shared_core`)."""
+
+    manager: Any  # vLLM's CoreEngineProcManager
+    listeners: Any  # vLLM's EngineZmqListeners: the core's ends of the clients' sockets
+
+    @property
+    def sentinels(self) -> list[int]:
+        """To wait on: one becomes ready when an engine core process ends."""
+        return [process.sentinel for process in self.manager.processes]
+
+    def shutdown(self, timeout_s: float) -> None:
+        self.manager.shutdown(timeout=timeout_s)
+        self.listeners.cleanup()
+        self.listeners = None  # released now, not at interpreter exit (its __del__ then fails)
+
+
+def launch_shared_core(
+    c: VLLMConfig, clients: int, spawn: Callable[[list[ClientSlot]], list[Any]]
+) -> SharedCore:
+    """Start one engine core for `clients` API processes, as `vllm serve --api-server-count`
+    does: bind the core's ZMQ listeners, launch the core, and have `spawn` start the API
+    processes (given a slot each; returns them) while the core loads. Returns once the core is
+    up; the processes connect by themselves, and the core's start fails if one exits first."""
+    from vllm.v1.engine.utils import bind_engine_zmq_listeners, launch_core_engines
+    from vllm.v1.executor import Executor
+
+    vllm_config = engine_config(c, clients, -1)
+    listeners = bind_engine_zmq_listeners(vllm_config, clients)
+    executor = Executor.get_class(vllm_config)
+    with launch_core_engines(vllm_config, executor, True, listeners.addresses) as launch:
+        slots = []
+        for index, (inputs, outputs) in enumerate(
+            zip(listeners.inputs, listeners.outputs, strict=True)
+        ):
+            addresses: dict[str, Any] = {
+                "input_address": inputs.address,
+                "output_address": outputs.address,
+                "input_listener": inputs.socket,
+                "output_listener": outputs.socket,
+            }
+            if launch.tensor_queue is not None:
+                addresses["tensor_queue"] = launch.tensor_queue
+            slots.append(ClientSlot(addresses, clients, index))
+        launch.watched_frontend_processes = spawn(slots)
+        for listener in (*listeners.inputs, *listeners.outputs):
+            listener.close()  # the API processes hold them now
+    return SharedCore(launch.engine_manager, listeners)
+
+
 def to_hf_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     """Our messages → the chat-template shape, with control tokens in text defanged."""
     hf: list[dict[str, Any]] = []
@@ -196,7 +270,15 @@ class VLLMEngine(Engine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         c = self.config
-        self._llm = AsyncLLM.from_engine_args(build_engine_args(c))
+        if c.client is None:
+            self._llm = AsyncLLM.from_engine_args(build_engine_args(c))
+        else:  # a client of the core `launch_shared_core` started (its addresses: ours alone)
+            self._llm = AsyncLLM.from_vllm_config(
+                engine_config(c, c.client.count, c.client.index),
+                client_addresses=dict(c.client.addresses),
+                client_count=c.client.count,
+                client_index=c.client.index,
+            )
         self._tokenizer = self._llm.get_tokenizer()
         for adapter in c.adapters:  # before serving: a broken adapter is a startup failure
             await self.load_adapter(adapter)

@@ -18,11 +18,14 @@ class WeightsNotFound(Exception):
     """The requested weights are not available locally and could not (or may not) be fetched."""
 
 
-def resolve_weights(model: str, *, cache_dir: Path, allow_download: bool) -> Path:
+def resolve_weights(
+    model: str, *, cache_dir: Path, allow_download: bool, revision: str | None = None
+) -> Path:
     """Return the directory holding `config.json` and the weights for `model`.
 
     An existing directory wins over a hub id of the same spelling, as in `from_pretrained`.
     Hub snapshots go to `cache_dir/hub`; with `allow_download` off only that cache is consulted.
+    `revision` (a commit hash, branch or tag) picks the hub snapshot; None is the main branch.
     """
     if model.strip().casefold() == DEMO_MODEL_NAME:
         return ensure_demo_model(cache_dir)
@@ -36,7 +39,7 @@ def resolve_weights(model: str, *, cache_dir: Path, allow_download: bool) -> Pat
             f"({', '.join(VARIANTS)}) nor a hub id like 'Idiap/FaceLLM-1B'."
         )
     repo_id = variant.hub_id if variant is not None and variant.hub_id else model
-    snapshot = _snapshot(repo_id, cache_dir, allow_download)
+    snapshot = _snapshot(repo_id, cache_dir, allow_download, revision)
     subfolder = variant.weights_subfolder if variant is not None else None
     if subfolder and (snapshot / subfolder / _CONFIG).is_file():
         return snapshot / subfolder
@@ -87,14 +90,21 @@ def _model_dir(path: Path) -> Path:
     )
 
 
-def _snapshot(repo_id: str, cache_dir: Path, allow_download: bool) -> Path:
+def _snapshot(
+    repo_id: str, cache_dir: Path, allow_download: bool, revision: str | None = None
+) -> Path:
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     hub_cache = cache_dir / "hub"
     try:
         return Path(
-            snapshot_download(repo_id, cache_dir=hub_cache, local_files_only=not allow_download)
+            snapshot_download(
+                repo_id,
+                cache_dir=hub_cache,
+                local_files_only=not allow_download,
+                revision=revision,
+            )
         )
     except LocalEntryNotFoundError as exc:
         if not allow_download:

@@ -20,8 +20,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import uvicorn
 from fastapi import FastAPI
@@ -37,6 +38,10 @@ from server.logs import configure_logging
 from server.memory import tune_malloc
 from server.state import AppState
 from server.watchdog import EngineMonitor, ExitCode
+
+if TYPE_CHECKING:
+    from model.engine import Engine
+    from server.supervisor import Member
 
 log = logging.getLogger("server.exit")
 
@@ -94,9 +99,15 @@ class DrainingServer(uvicorn.Server):
         if state is not None and state.monitor.verdict is not None:
             self._fail_fast(state.monitor)
             return True  # uvicorn stops listening now, then shuts down
+        admission = self._admission()
+        in_flight = 0 if admission is None else admission.in_flight
+        member = None if state is None else state.member
+        if member is not None:
+            member.report(in_flight)  # every tick: peers see it before any drain starts
         if self.drain_deadline is not None:
-            admission = self._admission()
-            idle = admission is None or admission.in_flight == 0
+            # One of several API processes stops listening only once all are idle: an idle one
+            # gone early would drop connections the kernel had queued on its socket.
+            idle = in_flight == 0 and (member is None or member.group_idle())
             if idle or time.monotonic() >= self.drain_deadline:
                 return True
         return await super().on_tick(counter)
@@ -155,10 +166,10 @@ def _descendants(pid: int | None) -> list[Any]:
         return []
 
 
-def serve(server: DrainingServer) -> int:
+def serve(server: DrainingServer, sockets: list[socket.socket] | None = None) -> int:
     """Run the server; the process's exit code (see `ExitCode`, and the README's "Exit codes")."""
     try:
-        server.run()
+        server.run(sockets=sockets)
     except SystemExit as exit_:
         # uvicorn exits 3 when it cannot bind: a startup failure here, 3 is a dead engine.
         if exit_.code == uvicorn.config.STARTUP_FAILURE:
@@ -203,12 +214,28 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # vLLM's ZMQ stays on loopback
-    try:
-        app = create_app(settings)  # checks engine_args before any weights load
-    except ConfigError as e:
-        exit_startup_failure(f"invalid settings: {e}")
-    except WeightsNotFound as e:  # its message says what was tried and which setting to change
-        exit_startup_failure(str(e))
+    if settings.api_processes > 1:
+        from server.supervisor import supervise
+
+        with startup_errors_reported():
+            sys.exit(supervise(settings))
+    sys.exit(serve_app(settings))
+
+
+def serve_app(
+    settings: Settings,
+    member: Member | None = None,
+    sockets: list[socket.socket] | None = None,
+    engine: Engine | None = None,
+) -> int:
+    """The HTTP server over the engine, until it stops: the process's exit code. `member`: one
+    of several API processes on a shared engine core, accepting on `sockets`; `engine`: another
+    engine than the one the settings describe (benchmarks of the front alone)."""
+    if sockets is not None:  # a spawned process: nothing of main() ran here
+        tune_malloc()
+        configure_logging(settings.log_level)
+    with startup_errors_reported():
+        app = create_app(settings, engine, member)  # checks engine_args before weights load
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -221,7 +248,18 @@ def main() -> None:
         timeout_keep_alive=settings.keep_alive_timeout_s,
     )
     server = DrainingServer(config, app, settings.drain_timeout_s, settings.engine_dead_exit_s)
-    sys.exit(serve(server))
+    return serve(server, sockets)
+
+
+@contextlib.contextmanager
+def startup_errors_reported() -> Iterator[None]:
+    """Settings that cannot work, and missing weights: exit 1 with one line that says why."""
+    try:
+        yield
+    except ConfigError as e:
+        exit_startup_failure(f"invalid settings: {e}")
+    except WeightsNotFound as e:  # its message says what was tried and which setting to change
+        exit_startup_failure(str(e))
 
 
 if __name__ == "__main__":

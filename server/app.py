@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -29,38 +30,52 @@ from server.routes import adapters, chat, faces, health, metrics, models
 from server.state import AppState
 from server.watchdog import Watchdog, shutdown_engine
 
+if TYPE_CHECKING:
+    from model.vllm_engine import ClientSlot, VLLMConfig
+    from server.supervisor import Member
+
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings) -> Engine:
-    """The real engine for these settings: resolve weights, configure vLLM (imported lazily)."""
-    from model.vllm_engine import VLLMConfig, VLLMEngine
+def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine:
+    """The real engine for these settings (vLLM, imported lazily): its own engine core, or,
+    given a `client` slot, a client of the core the supervisor started."""
+    from model.vllm_engine import VLLMEngine
+
+    return VLLMEngine(vllm_config(settings, client))
+
+
+def vllm_config(settings: Settings, client: ClientSlot | None = None) -> VLLMConfig:
+    """What the settings decide about vLLM: weights resolved, adapters fetched, args checked."""
+    from model.vllm_engine import VLLMConfig
     from model.weights import resolve_weights
 
     engine_args = checked_engine_args(settings)  # a typo fails now, not after weights load
     path = resolve_weights(
-        settings.model, cache_dir=settings.model_cache_dir, allow_download=settings.allow_download
+        settings.model,
+        cache_dir=settings.model_cache_dir,
+        allow_download=settings.allow_download,
+        revision=settings.model_revision,
     )
-    return VLLMEngine(
-        VLLMConfig(
-            model_path=path,
-            served_model_name=settings.served_model_name or served_name(settings.model),
-            tensor_parallel_size=settings.tensor_parallel_size,
-            max_model_len=settings.max_model_len,
-            max_num_seqs=settings.max_num_seqs,
-            gpu_memory_utilization=settings.gpu_memory_utilization,
-            dtype=settings.dtype,
-            enforce_eager=settings.enforce_eager,
-            max_images_per_prompt=settings.max_images_per_prompt,
-            structured_outputs_backend=settings.structured_outputs_backend,
-            disable_any_whitespace=settings.disable_any_whitespace,
-            stream_interval=settings.stream_interval,
-            engine_args=engine_args,
-            enable_lora=bool(settings.lora_adapters) or settings.allow_runtime_lora,
-            max_loras=settings.max_loras,
-            max_lora_rank=settings.max_lora_rank,
-            adapters=startup_adapters(settings),
-        )
+    return VLLMConfig(
+        model_path=path,
+        served_model_name=settings.served_model_name or served_name(settings.model),
+        tensor_parallel_size=settings.tensor_parallel_size,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        dtype=settings.dtype,
+        enforce_eager=settings.enforce_eager,
+        max_images_per_prompt=settings.max_images_per_prompt,
+        structured_outputs_backend=settings.structured_outputs_backend,
+        disable_any_whitespace=settings.disable_any_whitespace,
+        stream_interval=settings.stream_interval,
+        engine_args=engine_args,
+        enable_lora=bool(settings.lora_adapters) or settings.allow_runtime_lora,
+        max_loras=settings.max_loras,
+        max_lora_rank=settings.max_lora_rank,
+        adapters=startup_adapters(settings),
+        client=client,
     )
 
 
@@ -147,9 +162,12 @@ def build_state(
     )
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """Build the app; without an engine, the lifespan builds the real one from settings."""
-    eng = engine or build_engine(settings)
+def create_app(
+    settings: Settings, engine: Engine | None = None, member: Member | None = None
+) -> FastAPI:
+    """Build the app; without an engine, the real one from settings (as a client of the shared
+    engine core when this is one `member` of several API processes)."""
+    eng = engine or build_engine(settings, member.client if member else None)
     app_metrics = Metrics(eng.model_name)
     admission = Admission(settings.max_concurrent_requests)
 
@@ -161,22 +179,30 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             app_metrics.bind(
                 in_flight=lambda: admission.in_flight,
                 pre_engine=lambda: admission.pre_engine,
-                engine_waiting=lambda: eng.stats().waiting,
+                engine_waiting=engine_waiting(eng, member),
                 decodes_waiting=lambda: state.chat.images.budget.waiting,
                 pixels_reserved=lambda: state.chat.images.budget.reserved,
             )
+            state.member = member
             app.state.facellm = state
             await eng.start()
             watchdog = Watchdog(
                 eng, state.monitor, settings.engine_dead_exit_s, settings.engine_stall_timeout_s
             )
             watchdog.start()
+            pushing = asyncio.create_task(app_metrics.keep_live()) if member else None
             try:
                 state.ready = True
+                if member is not None:
+                    member.mark(ready=True)
                 log.info("ready", extra={"model": eng.model_name})
                 yield
             finally:
                 state.ready = False
+                if member is not None:
+                    member.mark(ready=False)
+                if pushing is not None:
+                    pushing.cancel()
                 await watchdog.stop()
                 await shutdown_engine(eng, state.monitor, settings.engine_dead_exit_s)
 
@@ -209,5 +235,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         metrics=app_metrics,
         max_body_bytes=settings.max_body_bytes,
         clocks=clocks,
+        process=None if member is None else member.index,
     )
     return app
+
+
+def engine_waiting(engine: Engine, member: Member | None) -> Callable[[], float]:
+    """The engine's waiting requests, for the backlog gauge. With several API processes the
+    engine core sends its scheduler's counts to the first only, so only it adds them (the gauge
+    is summed over processes)."""
+    if member is not None and member.index != 0:
+        return lambda: 0.0
+    return lambda: engine.stats().waiting

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     allow_download: bool = Field(
         True, description="Download hub weights when not cached; off = offline, fail clearly."
     )
+    model_revision: str | None = Field(
+        None,
+        min_length=1,
+        description="Hub revision of the model to download and serve: a commit hash pins the "
+        "weights (a branch or tag moves). Default: the repo's main branch.",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine shards the model over.")
     max_model_len: int = Field(4096, ge=256, description="Context length (prompt + output tokens).")
     max_num_seqs: int = Field(64, ge=1, description="Most sequences the engine batches at once.")
@@ -136,6 +142,15 @@ class Settings(BaseSettings):
     # --- HTTP --------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface to bind; `0.0.0.0` in containers.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="HTTP API processes sharing one engine core (as vLLM's --api-server-count): "
+        "the front (JSON, base64, image decoding, face detection, streaming) then uses that "
+        "many cores. They share the port (the kernel spreads connections); any one's /metrics "
+        "describes them all. Not with allow_runtime_lora.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the JSON-lines logs."
     )
@@ -324,6 +339,8 @@ class Settings(BaseSettings):
     def _lora_consistent(self) -> Self:
         if self.max_lora_rank not in LORA_RANKS:
             raise ValueError(f"max_lora_rank must be one of {', '.join(map(str, LORA_RANKS))}")
+        if self.allow_runtime_lora and self.api_processes > 1:
+            raise ValueError("allow_runtime_lora needs api_processes 1: each holds its adapters")
         if self.allow_runtime_lora and self.admin_api_key is None:
             raise ValueError("allow_runtime_lora needs admin_api_key: the endpoints are admin-only")
         admin = self.admin_api_key.get_secret_value().strip() if self.admin_api_key else None

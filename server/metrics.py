@@ -12,6 +12,7 @@ scrapers (or a flood at an open /metrics) cost at most one rendering that often.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -22,7 +23,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
+LIVE_PUSH_S = 0.5  # with several API processes: how stale another process's live gauges may be
 SCRAPE_CACHE_S = 1.0  # well under any scrape interval; values are at most this stale
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DECODE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -35,6 +38,7 @@ class Metrics:
         self._rendering: asyncio.Future[bytes] | None = None
         r = self.registry
         self.model_name = model_name
+        self._live: dict[Gauge, Callable[[], float]] = {}
         self.http_requests = Counter(
             "facellm_http_requests",
             "HTTP requests by route, method and status.",
@@ -85,29 +89,36 @@ class Metrics:
             registry=r,
         )
         self._in_flight = Gauge(
-            "facellm_requests_in_flight", "Admitted requests not yet finished.", registry=r
+            "facellm_requests_in_flight",
+            "Admitted requests not yet finished.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self._pre_engine = Gauge(
             "facellm_requests_pre_engine",
             "Admitted requests still decoding images or detecting "
             "faces: a queue the engine's own waiting count cannot see.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self._decode_waiting = Gauge(
             "facellm_image_decodes_waiting",
             "Image decodes waiting for room in the decoded-pixel budget.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self._pixels_reserved = Gauge(
             "facellm_image_pixels_reserved",
             "Decoded pixels reserved by image decodes in progress (see image_pixel_budget).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self._backlog = Gauge(
             "facellm_backlog_requests",
             "The scaling signal: engine waiting requests plus our pre-engine queue.",
             ["model_name"],
             registry=r,
+            multiprocess_mode="livesum",
         )
 
     def bind(
@@ -118,17 +129,35 @@ class Metrics:
         decodes_waiting: Callable[[], float],
         pixels_reserved: Callable[[], float],
     ) -> None:
-        """Gauges read live state at scrape time, so they can never drift from it."""
-        self._in_flight.set_function(in_flight)
-        self._pre_engine.set_function(pre_engine)
-        self._decode_waiting.set_function(decodes_waiting)
-        self._pixels_reserved.set_function(pixels_reserved)
-        self._backlog.labels(self.model_name).set_function(lambda: engine_waiting() + pre_engine())
+        """Gauges read live state at scrape time, so they can never drift from it. With several
+        API processes, a scrape reads the others' values from shared files: each process writes
+        its own there every `LIVE_PUSH_S` (`keep_live`), and they are summed."""
+        self._live = {
+            self._in_flight: in_flight,
+            self._pre_engine: pre_engine,
+            self._decode_waiting: decodes_waiting,
+            self._pixels_reserved: pixels_reserved,
+            self._backlog.labels(self.model_name): lambda: engine_waiting() + pre_engine(),
+        }
+        if not multiprocess():
+            for gauge, read in self._live.items():
+                gauge.set_function(read)
+
+    async def keep_live(self) -> None:
+        """With several API processes: push this one's live values until cancelled."""
+        while True:
+            for gauge, read in self._live.items():
+                gauge.set(read())
+            await asyncio.sleep(LIVE_PUSH_S)
 
     def count_model(self, route: str, adapter: str | None) -> None:
         self.model_requests.labels(route, adapter or self.model_name).inc()
 
     def exposition(self) -> bytes:
+        if multiprocess():  # every process's series, ours and vLLM's, from the shared files
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(REGISTRY) + generate_latest(self.registry)
 
     async def scrape(self) -> bytes:
@@ -150,3 +179,8 @@ class Metrics:
             return body
         finally:
             self._rendering = None
+
+
+def multiprocess() -> bool:
+    """Whether this is one of several API processes (the supervisor set the shared directory)."""
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ

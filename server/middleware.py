@@ -74,12 +74,19 @@ async def send_error(send: Send, error: APIError, extra_headers: list[tuple[byte
 
 class RequestContext:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, clocks: ClientClocks
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        clocks: ClientClocks,
+        process: int | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.clocks = clocks
+        # With several API processes, every response says which one answered.
+        self.headers = [] if process is None else [(b"x-facellm-process", str(process).encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +96,7 @@ class RequestContext:
         token = request_id_var.set(rid)
         images: list[dict[str, object]] = []
         images_token = request_images_var.set(images)
-        echo = [(b"x-request-id", rid.encode())]
+        echo = [(b"x-request-id", rid.encode()), *self.headers]
         start = time.perf_counter()
         seen: dict[str, Any] = {"status": 500, "received": 0, "sent": 0, "started": False}
         clocks = _Clocks(self.clocks, scope["path"] in GENERATION_PATHS)

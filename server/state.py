@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -14,6 +14,9 @@ from server.faces import FacesService
 from server.limits import Admission
 from server.metrics import Metrics
 from server.watchdog import EngineMonitor
+
+if TYPE_CHECKING:
+    from server.supervisor import Member
 
 
 @dataclass
@@ -27,6 +30,7 @@ class AppState:
     ready: bool = False
     created: int = 0
     monitor: EngineMonitor = field(default_factory=EngineMonitor)
+    member: Member | None = None  # one of several API processes (server/supervisor.py)
 
     @property
     def engine_dead(self) -> bool:

@@ -46,6 +46,7 @@ class ExitCode(IntEnum):
     STARTUP_FAILURE = 1  # bad settings, weights, engine start, port in use
     ENGINE_DEAD = 3
     ENGINE_STALLED = 4
+    API_PROCESS_LOST = 5  # one of several API processes ended on its own (server/supervisor.py)
 
     @property
     def status(self) -> str:

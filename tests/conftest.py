@@ -1,4 +1,5 @@
-"""Shared fixtures: the fast in-process app on a fake engine, and one real server per session."""
+"""Shared fixtures: the fast in-process app on a fake engine (`client`, or `make_client` for an
+app of one's own), the demo model built once per session, and one real server per session."""
 
 from __future__ import annotations
 
@@ -9,18 +10,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 from fastapi import FastAPI
 
+from model.demo import build_demo_adapter, ensure_demo_model
+from model.engine import Engine
 from model.fake_engine import FakeEngine
 from server.app import create_app
 from server.config import Settings
+from server.state import AppState
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 240
@@ -41,12 +47,64 @@ def app(settings: Settings, fake_engine: FakeEngine) -> FastAPI:
     return create_app(settings, fake_engine)
 
 
+class AppClient(httpx.AsyncClient):
+    """An httpx client calling one app in process, with the app at hand."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        self.app = app
+
+    @property
+    def state(self) -> AppState:
+        """What the app holds between requests (engine monitor, admission, services…)."""
+        state: AppState = self.app.state.facellm
+        return state
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[AppClient]:
+    """A client of `app`, with the app's lifespan (engine start and stop) around it."""
+    async with app.router.lifespan_context(app), AppClient(app) as client:
+        yield client
+
+
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+async def client(app: FastAPI) -> AsyncIterator[AppClient]:
+    async with serving(app) as c:
+        yield c
+
+
+MakeClient = Callable[..., AbstractAsyncContextManager[AppClient]]
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> MakeClient:
+    """An app of the test's own: `async with make_client(engine, **settings) as client:`.
+
+    `settings` are `Settings` fields (`model_cache_dir` defaults to one under `tmp_path`); the
+    engine defaults to a fresh `FakeEngine`. The app's lifespan runs for the block's duration."""
+
+    @asynccontextmanager
+    async def make(engine: Engine | None = None, **settings: Any) -> AsyncIterator[AppClient]:
+        settings.setdefault("model_cache_dir", tmp_path / "cache")
+        app = create_app(Settings(**settings), engine if engine is not None else FakeEngine())
+        async with serving(app) as c:
             yield c
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model, built once per session for every test that reads it (in a cache of the
+    session's own; real server processes use theirs)."""
+    return ensure_demo_model(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def demo_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo LoRA adapter (seed 1, rank 8), built once per session."""
+    return build_demo_adapter(tmp_path_factory.mktemp("adapters") / "a", seed=1)
 
 
 def free_port() -> int:

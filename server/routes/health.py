@@ -22,12 +22,16 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready", summary="Readiness: the engine is warm and the server is not draining.")
+@router.get(
+    "/ready",
+    summary="Readiness: the engine is warm and the server is not draining (with several API "
+    "processes: every one of them).",
+)
 async def ready(state: StateDep) -> JSONResponse:
     if (verdict := state.monitor.verdict) is not None:
         return JSONResponse({"status": verdict.status}, status_code=503)
     if state.admission.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
-    if not state.ready:
+    if not state.ready or (state.member is not None and not state.member.all_ready()):
         return JSONResponse({"status": "not_ready"}, status_code=503)
     return JSONResponse({"status": "ready"})

@@ -90,3 +90,18 @@ def render_error(helm_bin: Path) -> Callable[..., str]:
         return str(excinfo.value)
 
     return _render_error
+
+
+@pytest.fixture(scope="session")
+def render_docs(helm_bin: Path) -> Callable[..., list[dict[str, Any]]]:
+    """Render the chart with `--set` arguments; every manifest, in order (kinds may repeat)."""
+
+    def _render_docs(*set_args: str) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(helm_template(helm_bin, *set_args)) if d]
+
+    return _render_docs
+
+
+@pytest.fixture(scope="session")
+def promtool_bin() -> Path:
+    return _tool("promtool")

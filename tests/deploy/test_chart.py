@@ -391,3 +391,21 @@ def test_templates_refuse_lora_values_that_cannot_work(
     render_error: Callable[..., str], values: tuple[str, ...], why: str
 ) -> None:
     assert why in render_error(*values)
+
+
+@pytest.mark.parametrize(
+    ("set_args", "processes"),
+    [
+        ((), "1"),  # demo: 2 cores = engine core + its worker
+        (("model.preset=1B",), "2"),  # 4 cores - core - 1 GPU worker
+        (("model.preset=8B",), "6"),
+        (("model.preset=38B", "model.gpusPerNode=8"), "8"),  # 16 - 1 - 2, capped at 8
+        (("model.preset=1B", "resources.requests.cpu=6500m"), "4"),
+        (("model.preset=1B", "server.apiProcesses=3"), "3"),
+    ],
+)
+def test_api_processes_follow_the_cpu_request(
+    render: Render, set_args: tuple[str, ...], processes: str
+) -> None:
+    data = render(*set_args)["ConfigMap"]["data"]
+    assert data["FACELLM_API_PROCESSES"] == processes

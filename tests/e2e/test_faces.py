@@ -8,6 +8,7 @@ import httpx
 import jsonschema
 import pytest
 
+from model.attributes import prompt
 from tests.conftest import ServerProcess
 from tests.images import TRUE_ASTRONAUT_FACE, astronaut, cat, data_url, iou, two_faces
 
@@ -59,19 +60,25 @@ def test_cat(http: httpx.Client, schema: dict[str, object]) -> None:
 def test_same_answer_through_chat_response_format(
     http: httpx.Client, schema: dict[str, object]
 ) -> None:
-    """The README's recipe: the served schema through OpenAI-exact `response_format`."""
+    """The README's recipe: the served schema through OpenAI-exact `response_format`. Asked as
+    /v1/faces/analyze asks (its prompt, greedy) about a face it would send as is (one tile, no
+    detection), chat gives the same answer."""
+    face = astronaut().crop((130, 20, 320, 210)).resize((64, 64))  # one demo tile
+    url = data_url(face, "PNG")
+    analysed = analyze(http, image=url, detect=False)
+    assert analysed.status_code == 200, analysed.text
+    (expected,) = [f["attributes"] for f in analysed.json()["faces"]]
+    properties: dict[str, object] = schema["properties"]  # type: ignore[assignment]
     body = {
         "model": "demo",
         "max_tokens": 256,
+        "temperature": 0,
         "messages": [
             {
                 "role": "user",
                 "content": [
-                    {
-                        "type": "image_url",
-                        "image_url": {"url": data_url(astronaut().crop((130, 20, 320, 210)))},
-                    },
-                    {"type": "text", "text": "Describe the face."},
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": prompt(list(properties))},
                 ],
             }
         ],
@@ -82,4 +89,6 @@ def test_same_answer_through_chat_response_format(
     }
     r = http.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
-    jsonschema.validate(json.loads(r.json()["choices"][0]["message"]["content"]), schema)
+    answer = json.loads(r.json()["choices"][0]["message"]["content"])
+    jsonschema.validate(answer, schema)
+    assert answer == expected

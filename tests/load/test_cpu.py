@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,19 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def test_snapshot_sees_this_process_in_its_group() -> None:
-    me = cpu_snapshot()[os.getpid()]
-    assert me.group == os.getpgrp() and me.ticks >= 0 and me.name
+    """With its name and the CPU time it spent: a 0.3-s burn between two snapshots shows as
+    that many ticks, within what the process spent in all between them (two ticks of rounding)."""
+    pid = os.getpid()
+    start = time.process_time()
+    before = cpu_snapshot()[pid]
+    burn_until = time.process_time() + 0.3
+    while time.process_time() < burn_until:
+        pass
+    after = cpu_snapshot()[pid]
+    spent_s = time.process_time() - start
+    assert before.group == after.group == os.getpgrp()
+    assert after.name == Path("/proc/self/comm").read_text().strip()
+    assert 0.3 * TICKS - 2 <= after.ticks - before.ticks <= spent_s * TICKS + 2
 
 
 def test_others_share_counts_only_foreign_groups_and_new_processes() -> None:

@@ -1,4 +1,7 @@
-"""The demo model: deterministic, cached, atomic, and loadable by plain transformers."""
+"""The demo model: deterministic, cached, atomic, and loadable by plain transformers.
+
+Every test reads the session's one demo model (`demo_model`, tests/conftest.py). The test that
+generates with transformers runs a forward pass: it is marked `engine` (not in `make unit`)."""
 
 from __future__ import annotations
 
@@ -28,13 +31,8 @@ IMAGE_PART = {"type": "image"}
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo.build_demo_model(tmp_path_factory.mktemp("demo") / "demo")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(built: Path) -> Any:
-    return AutoTokenizer.from_pretrained(built)
+def tokenizer(demo_model: Path) -> Any:
+    return AutoTokenizer.from_pretrained(demo_model)
 
 
 def _digests(directory: Path) -> dict[str, str]:
@@ -45,7 +43,7 @@ def _digests(directory: Path) -> dict[str, str]:
 
 
 def test_build_is_byte_identical_across_processes_and_replaces_a_partial_dir(
-    built: Path, tmp_path: Path
+    demo_model: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "demo"
     target.mkdir()
@@ -53,7 +51,7 @@ def test_build_is_byte_identical_across_processes_and_replaces_a_partial_dir(
     code = "import sys, pathlib, model.demo as d; d.build_demo_model(pathlib.Path(sys.argv[1]))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code, str(target)], check=True, env=env, timeout=240)
-    assert _digests(target) == _digests(built)
+    assert _digests(target) == _digests(demo_model)
     assert demo.is_complete(target)
 
 
@@ -71,9 +69,9 @@ def test_failed_build_leaves_nothing_behind(
 
 
 def test_ensure_reuses_a_complete_build(
-    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    demo_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(built, tmp_path / "demo")
+    shutil.copytree(demo_model, tmp_path / "demo")
 
     def no_rebuild(target: Path) -> Path:
         raise AssertionError(f"rebuilt {target}")
@@ -84,9 +82,9 @@ def test_ensure_reuses_a_complete_build(
 
 @pytest.mark.parametrize("marker", [None, {"builder_version": 0}, "not json"])
 def test_ensure_rebuilds_a_partial_or_outdated_build(
-    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: object
+    demo_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: object
 ) -> None:
-    shutil.copytree(built, tmp_path / "demo")
+    shutil.copytree(demo_model, tmp_path / "demo")
     marker_path = tmp_path / "demo" / demo.MARKER_FILE
     if marker is None:
         marker_path.unlink()
@@ -98,8 +96,8 @@ def test_ensure_rebuilds_a_partial_or_outdated_build(
     assert rebuilt == [tmp_path / "demo"]
 
 
-def test_files_mirror_internvl3_hf(built: Path, tokenizer: Any) -> None:
-    config = AutoConfig.from_pretrained(built)
+def test_files_mirror_internvl3_hf(demo_model: Path, tokenizer: Any) -> None:
+    config = AutoConfig.from_pretrained(demo_model)
     assert config.architectures == ["InternVLForConditionalGeneration"]
     assert config.text_config.model_type == "qwen2"
     text = config.text_config
@@ -112,7 +110,7 @@ def test_files_mirror_internvl3_hf(built: Path, tokenizer: Any) -> None:
     assert tokenizer.video_token == "<video>"
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert tokenizer.eos_token_id == im_end
-    assert GenerationConfig.from_pretrained(built).eos_token_id == im_end
+    assert GenerationConfig.from_pretrained(demo_model).eos_token_id == im_end
     for name in ("<|endoftext|>", "<|im_start|>", "<IMG_CONTEXT>"):
         assert tokenizer.tokenize(name) == [name]
 
@@ -149,9 +147,10 @@ def test_json_answers_tokenise_sanely(tokenizer: Any) -> None:
         assert len(tokenizer.tokenize(f'"{word}"')) == 3  # quote, word, quote
 
 
-def test_transformers_loads_and_generates_from_an_image(built: Path) -> None:
-    processor = AutoProcessor.from_pretrained(built)
-    vlm = InternVLForConditionalGeneration.from_pretrained(built, dtype=torch.bfloat16)
+@pytest.mark.engine  # a transformers forward pass: `make test`, not `make unit`
+def test_transformers_loads_and_generates_from_an_image(demo_model: Path) -> None:
+    processor = AutoProcessor.from_pretrained(demo_model)
+    vlm = InternVLForConditionalGeneration.from_pretrained(demo_model, dtype=torch.bfloat16)
     messages = [{"role": "user", "content": [IMAGE_PART, {"type": "text", "text": "Describe."}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     image = Image.new("RGB", (128, 64), (200, 150, 120))  # 2×1 tiles + thumbnail
@@ -165,15 +164,15 @@ def test_transformers_loads_and_generates_from_an_image(built: Path) -> None:
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
 
 
-def test_tile_plan_read_from_the_built_processor_config(built: Path) -> None:
+def test_tile_plan_read_from_the_built_processor_config(demo_model: Path) -> None:
     """What the server sizes images by is what the demo's processor really does."""
     from transformers import AutoImageProcessor
 
     from model.tiles import TilePlan
 
-    plan = TilePlan.from_model_dir(built)
+    plan = TilePlan.from_model_dir(demo_model)
     assert plan == demo.DEMO_TILES == TilePlan(tile=(64, 64), max_tiles=4)
-    processor = AutoImageProcessor.from_pretrained(built)
+    processor = AutoImageProcessor.from_pretrained(demo_model)
     for size in [(64, 64), (143, 143), (512, 512), (4032, 3024), (3024, 4032), (900, 100)]:
         expected = processor.get_number_of_image_patches(size[1], size[0], {})
         assert plan.tiles(size) == expected, size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import huggingface_hub
 import huggingface_hub.constants
 import pytest
 
@@ -124,3 +125,55 @@ def test_cached_plain_hub_id(tmp_path: Path) -> None:
     root = _hub_cache(tmp_path, "OpenGVLab/InternVL3-1B-hf", None)
     got = resolve_weights("OpenGVLab/InternVL3-1B-hf", cache_dir=tmp_path, allow_download=False)
     assert got.resolve() == root.resolve()
+
+
+# --- a pinned hub revision (FACELLM_MODEL_REVISION) ---------------------------------------------
+
+
+def test_pinned_revision_resolves_that_snapshot_and_no_other(tmp_path: Path) -> None:
+    pinned = _hub_cache(tmp_path, "Idiap/FaceLLM-8B", None)  # refs/main -> COMMIT
+    got = resolve_weights(
+        "Idiap/FaceLLM-8B", cache_dir=tmp_path, allow_download=False, revision=COMMIT
+    )
+    assert got.resolve() == pinned.resolve()
+    with pytest.raises(WeightsNotFound, match="FACELLM_ALLOW_DOWNLOAD=true"):
+        resolve_weights(
+            "Idiap/FaceLLM-8B", cache_dir=tmp_path, allow_download=False, revision="f" * 40
+        )
+
+
+def test_the_revision_setting_reaches_the_hub_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, object]] = []
+
+    def fake_snapshot_download(repo_id: str, **kwargs: object) -> str:
+        calls.append({"repo_id": repo_id, **kwargs})
+        return str(_model_files(tmp_path / "snapshot"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    from server.app import build_engine
+    from server.config import Settings
+
+    class Stop(Exception):
+        pass
+
+    real_resolve = model.weights.resolve_weights
+
+    def resolve_then_stop(*args: object, **kwargs: object) -> Path:
+        real_resolve(*args, **kwargs)  # type: ignore[arg-type]
+        raise Stop  # before any engine is built
+
+    monkeypatch.setattr(model.weights, "resolve_weights", resolve_then_stop)
+    settings = Settings(
+        model="Idiap/FaceLLM-8B", model_cache_dir=tmp_path / "c", model_revision=COMMIT
+    )
+    with pytest.raises(Stop):
+        build_engine(settings)
+    (call,) = calls
+    assert (call["repo_id"], call["revision"], call["local_files_only"]) == (
+        "Idiap/FaceLLM-8B",
+        COMMIT,
+        False,
+    )
+    assert Settings(model_cache_dir=tmp_path).model_revision is None  # default: main

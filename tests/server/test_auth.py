@@ -1,12 +1,12 @@
-"""API keys that cannot be empty, and the optional /metrics key (fake engine)."""
+"""API keys (server/auth.py): requests need one when keys are set and probes never do; /metrics
+needs its own when one is set; a key that cannot work (empty, a blank file, the admin's) stops the
+start (fake engine)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -14,18 +14,46 @@ from model.fake_engine import FakeEngine
 from server.app import create_app
 from server.auth import load_keys
 from server.config import Settings
+from tests.conftest import MakeClient
+from tests.images import astronaut, data_url, image_message
 
 CHAT = "/v1/chat/completions"
 HI = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
-@asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, FakeEngine())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
+def chat_body(**extra: object) -> dict[str, object]:
+    return {"messages": image_message(data_url(astronaut())), "max_tokens": 8, **extra}
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> dict[str, Any]:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# mounted secret\nfile-key\n")
+    return {"api_keys": [SecretStr("k1")], "api_keys_file": keys_file}
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "k1", "Basic k1", "Bearer "])
+async def test_missing_or_wrong_key_is_401(
+    make_client: MakeClient, keyed: dict[str, Any], header: str | None
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    async with make_client(**keyed) as client:
+        for method, path in (("POST", CHAT), ("GET", "/v1/models"), ("GET", "/v1/faces/schema")):
+            r = await client.request(method, path, json=chat_body(), headers=headers)
+            assert r.status_code == 401
+            assert r.json()["error"]["type"] == "authentication_error"
+            assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("key", ["k1", "file-key"])
+async def test_right_key_passes_and_probes_need_none(
+    make_client: MakeClient, keyed: dict[str, Any], key: str
+) -> None:
+    async with make_client(**keyed) as client:
+        auth = {"Authorization": f"Bearer {key}"}
+        assert (await client.post(CHAT, json=chat_body(), headers=auth)).status_code == 200
+        for probe in ("/health", "/ready", "/metrics"):
+            assert (await client.get(probe)).status_code == 200
 
 
 @pytest.mark.parametrize("keys", ['[""]', '["  "]', '["good", "\\t"]'])
@@ -55,17 +83,16 @@ def test_keys_are_stripped_like_the_header(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer    ", "bearer"])
-async def test_a_bare_bearer_never_passes(tmp_path: Path, header: str) -> None:
-    async with serve(Settings(model_cache_dir=tmp_path, api_keys=[SecretStr("k1")])) as client:
+async def test_a_bare_bearer_never_passes(make_client: MakeClient, header: str) -> None:
+    async with make_client(api_keys=[SecretStr("k1")]) as client:
         r = await client.post(CHAT, json=HI, headers={"Authorization": header})
         assert r.status_code == 401
         ok = await client.post(CHAT, json=HI, headers={"Authorization": "Bearer k1"})
         assert ok.status_code == 200
 
 
-async def test_metrics_are_open_without_a_metrics_key(tmp_path: Path) -> None:
-    settings = Settings(model_cache_dir=tmp_path, api_keys=[SecretStr("k1")])
-    async with serve(settings) as client:
+async def test_metrics_are_open_without_a_metrics_key(make_client: MakeClient) -> None:
+    async with make_client(api_keys=[SecretStr("k1")]) as client:
         assert (await client.get("/metrics")).status_code == 200
 
 
@@ -81,11 +108,10 @@ async def test_metrics_are_open_without_a_metrics_key(tmp_path: Path) -> None:
     ],
 )
 async def test_metrics_key_is_required_when_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: str | None, status: int
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch, header: str | None, status: int
 ) -> None:
     monkeypatch.setenv("FACELLM_METRICS_API_KEY", "scrape-key")
-    settings = Settings(model_cache_dir=tmp_path, api_keys=[SecretStr("client-key")])
-    async with serve(settings) as client:
+    async with make_client(api_keys=[SecretStr("client-key")]) as client:
         headers = {"Authorization": header} if header is not None else {}
         r = await client.get("/metrics", headers=headers)
         assert r.status_code == status, r.text
@@ -102,4 +128,17 @@ async def test_metrics_key_is_required_when_set(
 def test_an_empty_metrics_key_stops_the_start(tmp_path: Path, key: str) -> None:
     settings = Settings(model_cache_dir=tmp_path, metrics_api_key=SecretStr(key))
     with pytest.raises(ValueError, match="metrics_api_key is empty"):
+        create_app(settings, FakeEngine())
+
+
+def test_the_admin_key_may_not_be_a_key_from_the_keys_file(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("shared\n")
+    settings = Settings(
+        model_cache_dir=tmp_path,
+        api_keys_file=keys,
+        allow_runtime_lora=True,
+        admin_api_key=SecretStr("shared"),
+    )
+    with pytest.raises(ValueError, match="differ from every API key"):
         create_app(settings, FakeEngine())

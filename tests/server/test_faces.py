@@ -3,32 +3,48 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
+import json
 
 import httpx
 import jsonschema
 import pytest
-from fastapi import FastAPI
 
 from model.engine import GenerationRequest
-from model.fake_engine import FakeEngine
-from server.app import create_app
-from server.config import Settings
+from model.fake_engine import FakeEngine, minimal_instance
+from tests.conftest import MakeClient
 from tests.images import TRUE_ASTRONAUT_FACE, astronaut, cat, data_url, encode, iou, two_faces
 
 URL = "/v1/faces/analyze"
 
 
+def varied_answer(request: GenerationRequest) -> str:
+    """A valid answer unlike the fake engine's default (every enum's first value): attribute i
+    takes value i + 1 of its enum (wrapping), read from the schema the request is held to."""
+    assert request.sampling.structured and request.sampling.structured.json_schema
+    properties = request.sampling.structured.json_schema["properties"]
+    answer = {
+        name: spec["enum"][(i + 1) % len(spec["enum"])]
+        for i, (name, spec) in enumerate(properties.items())
+    }
+    return json.dumps(answer)
+
+
 async def test_astronaut_has_one_face_with_schema_valid_attributes(
-    client: httpx.AsyncClient,
+    make_client: MakeClient,
 ) -> None:
-    r = await client.post(URL, json={"image": data_url(astronaut())})
-    assert r.status_code == 200, r.text
-    out = r.json()
-    schema = (await client.get("/v1/faces/schema")).json()
+    engine = FakeEngine(responder=varied_answer)
+    async with make_client(engine) as client:
+        r = await client.post(URL, json={"image": data_url(astronaut())})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        schema = (await client.get("/v1/faces/schema")).json()
     (face,) = out["faces"]
     box = face["bbox"]
     assert iou((box["x"], box["y"], box["w"], box["h"]), TRUE_ASTRONAUT_FACE) > 0.5
+    (request,) = engine.requests
+    assert request.sampling.structured and request.sampling.structured.json_schema == schema
+    assert face["attributes"] == json.loads(varied_answer(request))  # the engine's, unchanged
+    assert face["attributes"] != minimal_instance(schema)  # not the fake's default answer
     jsonschema.validate(face["attributes"], schema)
     assert out["versions"]["model"] == "demo"
     assert {"prompt", "schema"} <= set(out["versions"])
@@ -100,50 +116,38 @@ async def test_unknown_or_empty_attribute_request_is_400(
     assert r.json()["error"]["code"] == "attribute_not_served"
 
 
-@pytest.fixture
-def policy_app(tmp_path: Path, fake_engine: FakeEngine) -> FastAPI:
-    enabled = ["age_group", "head_pose", "eyewear"]
-    return create_app(Settings(model_cache_dir=tmp_path, attributes=enabled), fake_engine)
-
-
 async def test_disabled_attribute_vanishes_everywhere(
-    policy_app: FastAPI, fake_engine: FakeEngine
+    make_client: MakeClient, fake_engine: FakeEngine
 ) -> None:
-    async with policy_app.router.lifespan_context(policy_app):
-        transport = httpx.ASGITransport(app=policy_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            schema = (await client.get("/v1/faces/schema")).json()
-            assert set(schema["properties"]) == {"age_group", "head_pose", "eyewear"}
-            out = (await client.post(URL, json={"image": data_url(astronaut())})).json()
-            assert set(out["faces"][0]["attributes"]) == {"age_group", "head_pose", "eyewear"}
-            prompt = fake_engine.requests[0].messages[0].parts[1]
-            assert "perceived_gender" not in str(prompt) and "apparent_expression" not in str(
-                prompt
-            )
-            refused = await client.post(
-                URL, json={"image": data_url(astronaut()), "attributes": ["perceived_gender"]}
-            )
-            assert refused.status_code == 400
-            assert refused.json()["error"]["param"] == "attributes.perceived_gender"
+    enabled = ["age_group", "head_pose", "eyewear"]
+    async with make_client(fake_engine, attributes=enabled) as client:
+        schema = (await client.get("/v1/faces/schema")).json()
+        assert set(schema["properties"]) == {"age_group", "head_pose", "eyewear"}
+        out = (await client.post(URL, json={"image": data_url(astronaut())})).json()
+        assert set(out["faces"][0]["attributes"]) == {"age_group", "head_pose", "eyewear"}
+        prompt = fake_engine.requests[0].messages[0].parts[1]
+        assert "perceived_gender" not in str(prompt) and "apparent_expression" not in str(prompt)
+        refused = await client.post(
+            URL, json={"image": data_url(astronaut()), "attributes": ["perceived_gender"]}
+        )
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "attributes.perceived_gender"
 
 
 @pytest.mark.parametrize("answer", ['{"age_group": "ancient"}', "not json", '{"eyewear": "none"}'])
 async def test_invalid_engine_answer_is_a_clear_error_never_a_200(
-    tmp_path: Path, answer: str
+    make_client: MakeClient, answer: str
 ) -> None:
     def responder(_: GenerationRequest) -> str:
         return answer
 
-    app = create_app(Settings(model_cache_dir=tmp_path), FakeEngine(responder=responder))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            r = await client.post(URL, json={"image": data_url(astronaut())})
-            assert r.status_code == 502
-            assert r.json()["error"]["code"] == "invalid_model_answer"
-            assert answer not in r.text
-            scraped = (await client.get("/metrics")).text
-            assert "facellm_answer_validation_failures_total 1.0" in scraped
+    async with make_client(FakeEngine(responder=responder)) as client:
+        r = await client.post(URL, json={"image": data_url(astronaut())})
+        assert r.status_code == 502
+        assert r.json()["error"]["code"] == "invalid_model_answer"
+        assert answer not in r.text
+        scraped = (await client.get("/metrics")).text
+        assert "facellm_answer_validation_failures_total 1.0" in scraped
 
 
 async def test_openapi_documents_faces_with_examples(client: httpx.AsyncClient) -> None:

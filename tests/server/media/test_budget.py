@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
-from model.fake_engine import FakeEngine
-from server.app import create_app
-from server.config import Settings
 from server.media import PixelBudget
 from server.media.budget import default_pixel_budget, memory_bytes
+from tests.conftest import MakeClient
 
 
 async def test_reservations_within_the_budget_do_not_wait() -> None:
@@ -86,30 +82,24 @@ def chat_body(url: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(("timeout_s", "all_succeed"), [(60.0, True), (0.05, False)])
 async def test_a_tiny_budget_makes_large_images_wait_then_succeed_or_503(
-    tmp_path: Path, timeout_s: float, all_succeed: bool
+    make_client: MakeClient, timeout_s: float, all_succeed: bool
 ) -> None:
     """Eight 3000² PNGs at once, with room to decode one at a time: with time to wait they all
     succeed; with a short deadline some get 503 + Retry-After. Either way the server goes on."""
-    settings = Settings(
-        model_cache_dir=tmp_path, image_pixel_budget=9_000_000, request_timeout_s=timeout_s
-    )
-    app = create_app(settings, FakeEngine())
     url = big_png_url(3000)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
-            burst = [c.post("/v1/chat/completions", json=chat_body(url)) for _ in range(8)]
-            responses = await asyncio.gather(*burst)
-            statuses = sorted(r.status_code for r in responses)
-            for r in responses:
-                if r.status_code == 503:
-                    assert r.headers["retry-after"] == "1"
-                    assert r.json()["error"]["code"] == "image_decode_busy"
-            assert statuses == [200] * 8 if all_succeed else (200 in statuses and 503 in statuses)
-            budget = app.state.facellm.chat.images.budget
-            assert (budget.reserved, budget.waiting) == (0, 0)
-            after = await c.post("/v1/chat/completions", json=chat_body(big_png_url(64)))
-            assert after.status_code == 200
-            scrape = (await c.get("/metrics")).text
-            assert "facellm_image_pixels_reserved 0.0" in scrape
-            assert "facellm_image_decodes_waiting 0.0" in scrape
+    async with make_client(image_pixel_budget=9_000_000, request_timeout_s=timeout_s) as c:
+        burst = [c.post("/v1/chat/completions", json=chat_body(url)) for _ in range(8)]
+        responses = await asyncio.gather(*burst)
+        statuses = sorted(r.status_code for r in responses)
+        for r in responses:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert r.json()["error"]["code"] == "image_decode_busy"
+        assert statuses == [200] * 8 if all_succeed else (200 in statuses and 503 in statuses)
+        budget = c.state.chat.images.budget
+        assert (budget.reserved, budget.waiting) == (0, 0)
+        after = await c.post("/v1/chat/completions", json=chat_body(big_png_url(64)))
+        assert after.status_code == 200
+        scrape = (await c.get("/metrics")).text
+        assert "facellm_image_pixels_reserved 0.0" in scrape
+        assert "facellm_image_decodes_waiting 0.0" in scrape

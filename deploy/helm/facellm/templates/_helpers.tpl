@@ -56,12 +56,17 @@ explicit value against model.gpusPerNode; this repeats the check for the preset 
 {{- default $preset.model .Values.model.id -}}
 {{- end }}
 
+{{/* repository@digest when a digest is given (immutable), else repository:tag. */}}
 {{- define "facellm.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- $tag := .Values.image.tag -}}
 {{- if not $tag -}}
 {{- $tag = ternary (printf "%s-cpu" .Chart.AppVersion) .Chart.AppVersion (not (include "facellm.usesGpu" .)) -}}
 {{- end -}}
 {{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
 {{- end }}
 
 {{/* Grace period: must outlast the preStop sleep plus the server's drain. */}}
@@ -113,5 +118,31 @@ at install time instead of in a crash loop.
 {{- if and (hasPrefix "/models/" $source) (not $.Values.modelCache.persistence.enabled) -}}
 {{- fail (printf "server.loraAdapters.%s: %s is in the model cache volume, an empty emptyDir unless modelCache.persistence.enabled=true (put the adapter on the claim first)" $name $source) -}}
 {{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+PromQL label matchers (no braces) for this release's /metrics series in the alert rules: the
+ServiceMonitor's namespace and service labels unless prometheusRule.selector says otherwise.
+*/}}
+{{- define "facellm.metricsSelector" -}}
+{{- default (printf "namespace=%q, service=%q" .Release.Namespace (include "facellm.fullname" .)) .Values.prometheusRule.selector -}}
+{{- end }}
+
+{{/*
+API processes (FACELLM_API_PROCESSES): server.apiProcesses, else derived from the pod's CPU
+request: one core each for the engine core's loop and each GPU worker, the rest for the HTTP
+front, one process a core (at least 1, at most 8). "4", "4.5" and "4500m" read as 4 cores.
+*/}}
+{{- define "facellm.apiProcesses" -}}
+{{- if .Values.server.apiProcesses -}}
+{{- .Values.server.apiProcesses -}}
+{{- else -}}
+{{- $preset := include "facellm.preset" . | fromJson -}}
+{{- $resources := mergeOverwrite (deepCopy $preset.resources) (deepCopy .Values.resources) -}}
+{{- $cpu := toString (dig "requests" "cpu" "1" $resources) -}}
+{{- $cores := ternary (div (int (trimSuffix "m" $cpu)) 1000) (int (float64 $cpu)) (hasSuffix "m" $cpu) -}}
+{{- $tp := int (include "facellm.tensorParallelSize" .) -}}
+{{- max 1 (min 8 (sub (sub $cores 1) $tp)) -}}
 {{- end -}}
 {{- end }}

@@ -1,4 +1,5 @@
-"""/metrics renders off the event loop, once per `SCRAPE_CACHE_S` however many scrape it."""
+"""Metrics (server/metrics.py): /metrics renders off the event loop, once per `SCRAPE_CACHE_S`
+however many scrape it."""
 
 from __future__ import annotations
 

@@ -1,23 +1,69 @@
-"""Slow and stalled clients at the ASGI level (fake engine): bodies that stop arriving get 408 and
-hold no admission slot; a client that stops taking the response is cut off and its slot freed."""
+"""The request middleware (server/middleware.py), on the fake engine: request ids, the access log,
+the body cap, and the clocks on slow clients — bodies that stop arriving get 408 and hold no
+admission slot; a client that stops taking the response is cut off and its slot freed (ASGI level).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from model.fake_engine import FakeEngine
-from server.app import create_app
-from server.config import Settings
 from server.middleware import _declared_length
+from tests.conftest import MakeClient
+from tests.images import astronaut, data_url, image_message
 
 CHAT = "/v1/chat/completions"
+
+
+def chat_body(**extra: object) -> dict[str, object]:
+    return {"messages": image_message(data_url(astronaut())), "max_tokens": 8, **extra}
+
+
+# --- request ids, the access log, the body cap ----------------------------------------------
+
+
+async def test_request_id_is_echoed_when_well_formed(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/models", headers={"X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    bad = await client.get("/v1/models", headers={"X-Request-Id": "no spaces\tor tabs!"})
+    assert bad.headers["x-request-id"] != "no spaces\tor tabs!"
+    assert len(bad.headers["x-request-id"]) == 32
+
+
+async def test_oversized_body_is_413_in_the_envelope(make_client: MakeClient) -> None:
+    async with make_client(max_body_bytes=4096) as client:
+        r = await client.post(CHAT, json=chat_body())
+        assert r.status_code == 413
+        assert r.json()["error"]["code"] == "body_too_large"
+        assert "x-request-id" in r.headers
+        assert (
+            await client.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}]})
+        ).status_code == 200
+
+
+async def test_images_are_logged_as_digests_and_timed(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = data_url(astronaut())
+    with caplog.at_level("INFO"):
+        assert (await client.post(CHAT, json=chat_body())).status_code == 200
+    (record,) = [r for r in caplog.records if r.name == "server.access"]
+    (image,) = record.images  # type: ignore[attr-defined]
+    assert (image["width"], image["height"], len(image["sha256_16"])) == (512, 512, 16)
+    payload = url.split(",", 1)[1]
+    assert not any(payload[:64] in str(r.__dict__) for r in caplog.records)
+    scraped = (await client.get("/metrics")).text
+    assert "facellm_image_decode_seconds_count 1.0" in scraped
+
+
+# --- slow and stalled clients, at the ASGI level -----------------------------------------------
 
 
 def scope(path: str = CHAT, length: int = 100) -> dict[str, Any]:
@@ -38,14 +84,11 @@ def scope(path: str = CHAT, length: int = 100) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def app_and_engine(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, FakeEngine]]:
-    settings = Settings(
-        model_cache_dir=tmp_path, body_idle_timeout_s=0.2, body_timeout_s=1, write_timeout_s=0.2
-    )
+async def app_and_engine(make_client: MakeClient) -> AsyncIterator[tuple[FastAPI, FakeEngine]]:
     engine = FakeEngine(step_delay_s=0.001, responder=lambda _: " ".join(["word"] * 500))
-    app = create_app(settings, engine)
-    async with app.router.lifespan_context(app):
-        yield app, engine
+    clocks = {"body_idle_timeout_s": 0.2, "body_timeout_s": 1, "write_timeout_s": 0.2}
+    async with make_client(engine, **clocks) as client:
+        yield client.app, engine
 
 
 async def never() -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The soak's hostile clients against tiny local peers (no model): each must tell what the server
-did to it — answered, closed, reset, or held it until the cap — and never hang past its cap."""
+"""The soak's hostile clients (loadtests/hostile.py) against tiny local peers (no model): each
+must tell what the server did to it — answered, closed, reset, or held it until the cap — and
+never hang past its cap."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Errors quote what the caller sent only up to a bound, and say the same thing on every route."""
+"""Errors (server/errors.py) quote what the caller sent only up to a bound, and say the same thing
+on every route."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The locust suite, short, against the real server (real vLLM engine, demo model)."""
+"""The locust scenarios (loadtests/locustfile.py), run short by loadtests/run.py against the real
+server (real vLLM engine, demo model)."""
 
 from __future__ import annotations
 

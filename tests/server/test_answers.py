@@ -1,12 +1,10 @@
-"""Per-attribute confidence and abstention in /v1/faces/analyze, on a fake engine whose token
-distributions are known, so every figure is worked out by hand."""
+"""Face answers (server/answers.py): per-attribute confidence, abstention and decoding passes in
+/v1/faces/analyze, on a fake engine whose token distributions are known, so every figure is worked
+out by hand."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +13,7 @@ import pytest
 from model.attributes import SCHEMA_VERSION
 from model.engine import GenerationRequest, TokenLogprob
 from model.fake_engine import FakeEngine
-from server.app import create_app
-from server.config import Settings
+from tests.conftest import MakeClient
 from tests.images import astronaut, data_url
 
 URL = "/v1/faces/analyze"
@@ -59,15 +56,6 @@ GENDER = {
 }
 
 
-@asynccontextmanager
-async def serve(engine: FakeEngine, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(**settings), engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
-
-
 async def analyze(client: httpx.AsyncClient, **options: Any) -> dict[str, Any]:
     body = {"image": data_url(astronaut()), "attributes": ASKED, **options}
     r = await client.post(URL, json=body)
@@ -85,9 +73,11 @@ def rounded(answer: dict[str, Any]) -> dict[str, Any]:
     return {**answer, "confidence": r(answer["confidence"]), "alternatives": alternatives}
 
 
-async def test_confidences_and_alternatives_are_the_hand_computed_ones(tmp_path: Path) -> None:
+async def test_confidences_and_alternatives_are_the_hand_computed_ones(
+    make_client: MakeClient,
+) -> None:
     engine = FakeEngine(tokens=answer_tokens)
-    async with serve(engine, model_cache_dir=tmp_path) as client:
+    async with make_client(engine) as client:
         attributes = await analyze(client, confidence=True)
     assert {k: rounded(v) for k, v in attributes.items()} == {
         "age_group": AGE,
@@ -97,10 +87,10 @@ async def test_confidences_and_alternatives_are_the_hand_computed_ones(tmp_path:
 
 
 async def test_without_the_option_the_shape_is_plain_and_no_logprobs_are_asked(
-    tmp_path: Path,
+    make_client: MakeClient,
 ) -> None:
     engine = FakeEngine(tokens=answer_tokens)
-    async with serve(engine, model_cache_dir=tmp_path) as client:
+    async with make_client(engine) as client:
         body = {"image": data_url(astronaut()), "attributes": ASKED}
         out = (await client.post(URL, json=body)).json()
     assert out["faces"][0]["attributes"] == {"age_group": "30-39", "perceived_gender": "female"}
@@ -109,9 +99,9 @@ async def test_without_the_option_the_shape_is_plain_and_no_logprobs_are_asked(
 
 
 async def test_a_threshold_above_every_confidence_makes_every_attribute_abstain(
-    tmp_path: Path,
+    make_client: MakeClient,
 ) -> None:
-    async with serve(FakeEngine(tokens=answer_tokens), model_cache_dir=tmp_path) as client:
+    async with make_client(FakeEngine(tokens=answer_tokens)) as client:
         attributes = await analyze(client, confidence=True, min_confidence=0.95)
         plain = await analyze(client, min_confidence=0.95)
         metrics = (await client.get("/metrics")).text
@@ -130,11 +120,11 @@ async def test_a_threshold_above_every_confidence_makes_every_attribute_abstain(
 
 
 async def test_server_defaults_apply_per_attribute_and_a_request_overrides_them(
-    tmp_path: Path,
+    make_client: MakeClient,
 ) -> None:
     engine = FakeEngine(tokens=answer_tokens)
     defaults = {"perceived_gender": 0.95}
-    async with serve(engine, model_cache_dir=tmp_path, min_confidence=defaults) as client:
+    async with make_client(engine, min_confidence=defaults) as client:
         assert await analyze(client) == {"age_group": "30-39", "perceived_gender": "uncertain"}
         assert engine.requests[-1].sampling.logprobs == 20  # needed to abstain
         never = await analyze(client, min_confidence=0)
@@ -152,9 +142,9 @@ async def test_server_defaults_apply_per_attribute_and_a_request_overrides_them(
     ],
 )
 async def test_a_bad_threshold_is_a_400_naming_it(
-    tmp_path: Path, threshold: object, param: str
+    make_client: MakeClient, threshold: object, param: str
 ) -> None:
-    async with serve(FakeEngine(tokens=answer_tokens), model_cache_dir=tmp_path) as client:
+    async with make_client(FakeEngine(tokens=answer_tokens)) as client:
         body = {"image": data_url(astronaut()), "attributes": ASKED, "min_confidence": threshold}
         r = await client.post(URL, json=body)
     assert r.status_code == 400, r.text
@@ -178,10 +168,10 @@ def split_prefix_tokens(request: GenerationRequest) -> list[TokenLogprob]:
 
 
 async def test_a_greedy_pick_less_probable_than_another_value_is_decoded_again(
-    tmp_path: Path,
+    make_client: MakeClient,
 ) -> None:
     engine = FakeEngine(tokens=split_prefix_tokens)
-    async with serve(engine, model_cache_dir=tmp_path) as client:
+    async with make_client(engine) as client:
         attributes = await analyze(client, confidence=True)
     age, gender = rounded(attributes["age_group"]), rounded(attributes["perceived_gender"])
     assert (age["value"], age["confidence"]) == ("uncertain", 0.35)
@@ -198,9 +188,9 @@ async def test_a_greedy_pick_less_probable_than_another_value_is_decoded_again(
     assert second.sampling.structured is not None and second.sampling.structured.regex
 
 
-async def test_with_one_pass_the_greedy_picks_stand(tmp_path: Path) -> None:
+async def test_with_one_pass_the_greedy_picks_stand(make_client: MakeClient) -> None:
     engine = FakeEngine(tokens=split_prefix_tokens)
-    async with serve(engine, model_cache_dir=tmp_path, confidence_passes=1) as client:
+    async with make_client(engine, confidence_passes=1) as client:
         attributes = await analyze(client, confidence=True)
     age = rounded(attributes["age_group"])
     assert (age["value"], age["confidence"]) == ("3-9", 0.2)
