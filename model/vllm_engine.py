@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from model.adapters import AdapterTable
+from model.control_tokens import neutralize_control_tokens
 from model.engine import (
     Adapter,
     AdapterError,
@@ -39,7 +40,6 @@ from model.engine import (
     TokenLogprob,
     UnknownAdapter,
 )
-from model.prompts import neutralize_control_tokens
 from model.tiles import TilePlan
 
 log = logging.getLogger(__name__)

@@ -30,10 +30,10 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsError
 
 from model.weights import WeightsNotFound
+from server.admission import Admission
 from server.app import create_app
 from server.config import ConfigError, Settings
 from server.connections import guarded_protocol
-from server.limits import Admission
 from server.logs import configure_logging
 from server.memory import tune_malloc
 from server.state import AppState

@@ -12,20 +12,22 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Route
 
 from model.attributes import AttributePolicy
 from model.detect import make_detector
 from model.engine import Adapter, Engine
 from model.registry import lookup
+from server.admission import Admission
 from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
 from server.chat import ChatLimits, ChatService
 from server.config import ConfigError, Settings
 from server.errors import register_error_handlers
-from server.faces import FaceLimits, FacesService
-from server.limits import Admission
+from server.faces import FaceOptions, FacesService
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
-from server.middleware import AdmissionGate, ClientClocks, RequestContext
+from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
 from server.routes import adapters, chat, faces, health, metrics, models
 from server.state import AppState
 from server.watchdog import Watchdog, shutdown_engine
@@ -142,7 +144,7 @@ def build_state(
         AttributePolicy.from_names(settings.attributes),
         make_detector(settings.face_detector, settings.yunet_model_path),
         images,
-        FaceLimits(
+        FaceOptions(
             max_faces=settings.max_faces,
             request_timeout_s=settings.request_timeout_s,
             face_tiles=settings.face_tiles,
@@ -223,7 +225,8 @@ def create_app(
         app.include_router(adapters.router, dependencies=[Depends(admin)])
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
-    app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics)
+    routes = route_table(app)
+    app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics, routes=routes)
     clocks = ClientClocks(
         body_idle_s=settings.body_idle_timeout_s,
         body_total_s=settings.body_timeout_s,
@@ -235,9 +238,23 @@ def create_app(
         metrics=app_metrics,
         max_body_bytes=settings.max_body_bytes,
         clocks=clocks,
+        routes=routes,
         process=None if member is None else member.index,
     )
     return app
+
+
+def route_table(app: FastAPI) -> RouteTable:
+    """The paths the app serves, from its routers; the generation ones are the POST routes of
+    chat and faces (they call `admit`)."""
+    generation = {
+        route.path
+        for router in (chat.router, faces.router)
+        for route in router.routes
+        if isinstance(route, APIRoute) and "POST" in route.methods
+    }
+    known = {route.path for route in app.routes if isinstance(route, Route)}
+    return RouteTable(known=frozenset(known), generation=frozenset(generation))
 
 
 def engine_waiting(engine: Engine, member: Member | None) -> Callable[[], float]:

@@ -60,12 +60,14 @@ class ChatService:
         high = _canvas(plan, None)
         self._needs = {"low": _canvas(plan, 1), "high": high, "original": high, "auto": auto}
 
-    async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
+    async def prepare(
+        self, req: p.ChatCompletionRequest, image_log: list[dict[str, object]] | None = None
+    ) -> GenerationRequest:
         """Validate what pydantic cannot, load images, and build the engine request."""
         adapter = resolve_model(req.model, self.engine)
         refuse_unsupported(req)
         sampling = self._sampling(req)  # cheap checks (caps on constraints) before any decode
-        messages = await self._messages(req.messages)
+        messages = await self._messages(req.messages, image_log)
         return GenerationRequest(
             request_id=f"chatcmpl-{uuid.uuid4().hex}",
             messages=messages,
@@ -73,7 +75,9 @@ class ChatService:
             adapter=adapter,
         )
 
-    async def _messages(self, messages: list[p.Message]) -> tuple[ChatMessage, ...]:
+    async def _messages(
+        self, messages: list[p.Message], image_log: list[dict[str, object]] | None
+    ) -> tuple[ChatMessage, ...]:
         lim = self.limits
         if len(messages) > lim.max_messages:
             raise InvalidRequest(
@@ -97,7 +101,7 @@ class ChatService:
             )
         decoded = await asyncio.gather(
             *(
-                self.images.load(url.url, param, self._needs[url.detail or "auto"])
+                self.images.load(url.url, param, self._needs[url.detail or "auto"], log=image_log)
                 for param, url in images
             )
         )

@@ -44,7 +44,9 @@ _FACE_PHOTO = long_side(FACE_IMAGE_SIDE)
 
 
 @dataclass(frozen=True)
-class FaceLimits:
+class FaceOptions:
+    """What the settings decide for face analysis (see the same-named settings)."""
+
     max_faces: int
     request_timeout_s: float
     face_tiles: int = 1
@@ -53,7 +55,7 @@ class FaceLimits:
 
 
 @dataclass(frozen=True)
-class PreparedFaces:
+class FaceJob:
     """What `prepare` hands to `analyze`: what is asked, and the faces found."""
 
     question: Question
@@ -68,23 +70,25 @@ class FacesService:
         policy: attrs.AttributePolicy,
         detector: FaceDetector,
         images: ImageLoader,
-        limits: FaceLimits,
+        options: FaceOptions,
         metrics: Metrics,
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.detector = detector
         self.images = images
-        self.limits = limits
+        self.options = options
         self.metrics = metrics
         self.answerer = FaceAnswerer(
-            engine, metrics, limits.request_timeout_s, limits.confidence_passes
+            engine, metrics, options.request_timeout_s, options.confidence_passes
         )
 
     def schema(self) -> dict[str, object]:
         return attrs.json_schema(self.policy.enabled)
 
-    async def prepare(self, req: p.FaceAnalysisRequest) -> PreparedFaces:
+    async def prepare(
+        self, req: p.FaceAnalysisRequest, image_log: list[dict[str, object]] | None = None
+    ) -> FaceJob:
         """Validate, decode, detect and crop: everything before the engine, off the loop."""
         adapter = resolve_model(req.model, self.engine)
         try:
@@ -92,8 +96,10 @@ class FacesService:
         except attrs.AttributeNotServed as e:
             raise _not_served(e) from None
         thresholds = self._thresholds(req.min_confidence, names)
-        photo = await self.images.load(req.image, "image", _FACE_PHOTO, raw_base64=True)
-        max_faces = min(req.max_faces or self.limits.max_faces, self.limits.max_faces)
+        photo = await self.images.load(
+            req.image, "image", _FACE_PHOTO, raw_base64=True, log=image_log
+        )
+        max_faces = min(req.max_faces or self.options.max_faces, self.options.max_faces)
         boxes, views = await asyncio.to_thread(self._cut, photo, req.detect, max_faces)
         if not boxes:
             raise Unprocessable(
@@ -103,7 +109,7 @@ class FacesService:
                 code="no_face_detected",
             )
         question = Question(names, adapter, thresholds, req.confidence)
-        return PreparedFaces(question, boxes, views)
+        return FaceJob(question, boxes, views)
 
     def _cut(
         self, photo: LoadedImage, detect: bool, max_faces: int
@@ -111,10 +117,10 @@ class FacesService:
         """Faces found (or the whole image), in the client's coordinates, and their views."""
         held = photo.image
         boxes = self.detector.detect(held, max_faces) if detect else [whole_image_box(held)]
-        views = [face_view(held, b, self.engine.tiles, self.limits.face_tiles) for b in boxes]
+        views = [face_view(held, b, self.engine.tiles, self.options.face_tiles) for b in boxes]
         return [scale_box(b, held.size, photo.original) for b in boxes], views
 
-    async def analyze(self, job: PreparedFaces) -> p.FaceAnalysis:
+    async def analyze(self, job: FaceJob) -> p.FaceAnalysis:
         boxes = job.boxes
         self.metrics.faces_per_image.observe(len(boxes))
         request_id = f"faces-{uuid.uuid4().hex}"
@@ -147,7 +153,7 @@ class FacesService:
                 adapter=job.question.adapter,
                 prompt=attrs.PROMPT_VERSION,
                 schema=attrs.SCHEMA_VERSION,
-                preprocessing=preprocessing_stamp(self.engine.tiles, self.limits.face_tiles),
+                preprocessing=preprocessing_stamp(self.engine.tiles, self.options.face_tiles),
             ),
         )
 
@@ -165,11 +171,11 @@ class FacesService:
                         param=f"min_confidence.{clipped(name)}",
                         code="invalid_value",
                     )
-            merged = {**self.limits.min_confidence, **given}
+            merged = {**self.options.min_confidence, **given}
         elif given is not None:
             merged = dict.fromkeys(names, given)
         else:
-            merged = dict(self.limits.min_confidence)
+            merged = dict(self.options.min_confidence)
         return {name: merged[name] for name in names if merged.get(name, 0.0) > 0}
 
 

@@ -14,10 +14,6 @@ import time
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
-# What the request's images were (digest, size, decode time), for its one access-log line.
-request_images_var: contextvars.ContextVar[list[dict[str, object]] | None] = contextvars.ContextVar(
-    "request_images", default=None
-)
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

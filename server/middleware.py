@@ -23,32 +23,34 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.admission import Admission
 from server.connections import ABORT_CONNECTION
 from server.errors import APIError, PayloadTooLarge
-from server.limits import Admission
-from server.logs import request_id_var, request_images_var
+from server.logs import request_id_var
 from server.metrics import Metrics
 
 log = logging.getLogger("server.access")
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/faces/analyze"})
-KNOWN_ROUTES = GENERATION_PATHS | {
-    "/v1/models",
-    "/v1/load_lora_adapter",
-    "/v1/unload_lora_adapter",
-    "/v1/faces/schema",
-    "/health",
-    "/ready",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-}
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """The app's paths, read from its routers (`create_app`): `known` ones label metrics as they
+    are (anything else is "other": a bounded label set); `generation` ones are admitted."""
+
+    known: frozenset[str]
+    generation: frozenset[str]
+
+    def label(self, scope: Scope) -> str:
+        path = str(scope["path"])
+        return path if path in self.known else "other"
 
 
 # A Content-Length this long is past any body cap; longer ones would also make int() raise.
 _MAX_LENGTH_DIGITS = 18
 _TICKET = "facellm.admission"
+_IMAGES = "facellm.images"  # the scope key under which a request's image record travels
 CLIENT_STOPPED = 499  # the scope key under which a generation request finds its slot
 
 
@@ -79,9 +81,11 @@ class RequestContext:
         metrics: Metrics,
         max_body_bytes: int,
         clocks: ClientClocks,
+        routes: RouteTable,
         process: int | None = None,
     ) -> None:
         self.app = app
+        self.routes = routes
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.clocks = clocks
@@ -95,11 +99,11 @@ class RequestContext:
         rid = _request_id(scope)
         token = request_id_var.set(rid)
         images: list[dict[str, object]] = []
-        images_token = request_images_var.set(images)
+        scope[_IMAGES] = images  # the routes hand it to the image loader (`image_log`)
         echo = [(b"x-request-id", rid.encode()), *self.headers]
         start = time.perf_counter()
         seen: dict[str, Any] = {"status": 500, "received": 0, "sent": 0, "started": False}
-        clocks = _Clocks(self.clocks, scope["path"] in GENERATION_PATHS)
+        clocks = _Clocks(self.clocks, scope["path"] in self.routes.generation)
 
         async def capped_receive() -> Message:
             message = await clocks.receive(receive)
@@ -143,16 +147,17 @@ class RequestContext:
             )
         finally:
             self._log(scope, seen, start, images)
-            request_images_var.reset(images_token)
             request_id_var.reset(token)
 
     def _observe_latency(self, scope: Scope, start: float) -> None:
-        self.metrics.http_latency.labels(_route(scope)).observe(time.perf_counter() - start)
+        self.metrics.http_latency.labels(self.routes.label(scope)).observe(
+            time.perf_counter() - start
+        )
 
     def _log(
         self, scope: Scope, seen: dict[str, Any], start: float, images: list[dict[str, object]]
     ) -> None:
-        route = _route(scope)
+        route = self.routes.label(scope)
         self.metrics.http_requests.labels(route, scope["method"], str(seen["status"])).inc()
         if route in ("/health", "/ready", "/metrics"):
             return  # probes and scrapes every few seconds would drown the log
@@ -172,13 +177,16 @@ class RequestContext:
 
 
 class AdmissionGate:
-    def __init__(self, app: ASGIApp, admission: Admission, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, admission: Admission, metrics: Metrics, routes: RouteTable
+    ) -> None:
         self.app = app
         self.admission = admission
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in GENERATION_PATHS:
+        if scope["type"] != "http" or scope["path"] not in self.routes.generation:
             await self.app(scope, receive, send)
             return
         ticket = _Ticket(self.admission, self.metrics)
@@ -187,6 +195,13 @@ class AdmissionGate:
             await self.app(scope, receive, send)
         finally:
             ticket.give_back()
+
+
+def image_log(request: Request) -> list[dict[str, object]] | None:
+    """Where this request's images are recorded (digest, sizes, decode time — never bytes) for
+    its access-log line; `RequestContext` writes the line when the response is done."""
+    log: list[dict[str, object]] | None = request.scope.get(_IMAGES)
+    return log
 
 
 def admit(request: Request) -> None:
@@ -297,9 +312,3 @@ def _declared_length(scope: Scope) -> int:
         if key == b"content-length" and value.isdigit():
             return int(value) if len(value) <= _MAX_LENGTH_DIGITS else 2**63
     return 0
-
-
-def _route(scope: Scope) -> str:
-    """A bounded label: known paths as they are, everything else lumped (no cardinality blow-up)."""
-    path = str(scope["path"])
-    return path if path in KNOWN_ROUTES else "other"

@@ -1,4 +1,5 @@
-"""OpenAI chat-completions wire format (the parts we serve), as pydantic models.
+"""The wire formats, as pydantic models: OpenAI's chat completions and models list, the faces
+endpoint, and vLLM's LoRA admin bodies.
 
 Requests forbid unknown fields, as OpenAI does, so a typo is a 400 naming the field rather than a
 silently ignored setting. No FastAPI and no vLLM here.

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from model.engine import Engine
+from server.admission import Admission
 from server.chat import ChatService
 from server.config import Settings
 from server.faces import FacesService
-from server.limits import Admission
 from server.metrics import Metrics
 from server.watchdog import EngineMonitor
 

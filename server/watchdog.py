@@ -123,19 +123,23 @@ def monitor_of(engine: Engine) -> EngineMonitor:
     return monitor if monitor is not None else EngineMonitor()
 
 
+async def engine_health(engine: Engine) -> ExitCode | None:
+    """What the engine's health check says now: None when healthy, else dead or stalled (no
+    answer within `HEALTH_CHECK_TIMEOUT_S`)."""
+    try:
+        async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
+            await engine.check_health()
+    except EngineDeadError:
+        return ExitCode.ENGINE_DEAD
+    except TimeoutError:
+        return ExitCode.ENGINE_STALLED
+    return None
+
+
 async def probe(engine: Engine, monitor: EngineMonitor) -> ExitCode | None:
-    """The verdict, asking the engine first when there is none yet: shared by `/health` and the
-    watchdog, so whichever notices a dead engine first starts the exit."""
-    if monitor.verdict is None:
-        try:
-            async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_S):
-                await engine.check_health()
-        except EngineDeadError:
-            monitor.fail(ExitCode.ENGINE_DEAD, "the engine failed its health check")
-        except TimeoutError:
-            why = f"the engine's health check took over {HEALTH_CHECK_TIMEOUT_S:g} s"
-            monitor.fail(ExitCode.ENGINE_STALLED, why)
-    return monitor.verdict
+    """For /health: the verdict, else what a health check says now. It only reads: verdicts are
+    the watchdog's to record (it looks every second), so a probe never decides the exit."""
+    return monitor.verdict or await engine_health(engine)
 
 
 class Watchdog:
@@ -169,7 +173,12 @@ class Watchdog:
 
     async def check(self) -> ExitCode | None:
         """One look at the engine: its health, then whether work waits without progress."""
-        if await probe(self.engine, self.monitor) is None and self.stall_timeout_s > 0:
+        if self.monitor.verdict is None and (found := await engine_health(self.engine)):
+            why = {ExitCode.ENGINE_DEAD: "the engine failed its health check"}.get(
+                found, f"the engine's health check took over {HEALTH_CHECK_TIMEOUT_S:g} s"
+            )
+            self.monitor.fail(found, why)
+        if self.monitor.verdict is None and self.stall_timeout_s > 0:
             idle = self.monitor.stalled_for(time.monotonic())
             if idle >= self.stall_timeout_s:
                 why = f"no progress for {idle:.1f} s while {self.monitor.waiting} request(s) wait"

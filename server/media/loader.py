@@ -19,7 +19,6 @@ import httpx
 from PIL import Image
 
 from server.errors import Unavailable
-from server.logs import request_images_var
 from server.media.budget import PixelBudget
 from server.media.decode import (
     Need,
@@ -60,17 +59,24 @@ class ImageLoader:
     resolver: Resolver = system_resolver
 
     async def load(
-        self, source: str, param: str, need: Need, *, raw_base64: bool = False
+        self,
+        source: str,
+        param: str,
+        need: Need,
+        *,
+        raw_base64: bool = False,
+        log: list[dict[str, object]] | None = None,
     ) -> LoadedImage:
-        """A URL (`data:`, or http(s) when allowed) — or, with `raw_base64`, bare base64 too."""
+        """A URL (`data:`, or http(s) when allowed) — or, with `raw_base64`, bare base64 too.
+        `log`: the request's image record for its access-log line (`middleware.image_log`)."""
         start = time.perf_counter()
         data = await self._bytes(source, param, raw_base64)
         planned = open_image(data, self.policy, need, param)
         image = await self._decode(planned, len(data), param)
         seconds = time.perf_counter() - start
         self.metrics.image_decode.observe(seconds)
-        if (record := request_images_var.get()) is not None:
-            record.append(
+        if log is not None:
+            log.append(
                 {
                     "sha256_16": _digest(source),  # ≈ 20 µs for a typical image: not worth a thread
                     "chars": len(source),

@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from server.cancellation import ClosingStreamingResponse, unless_disconnected
 from server.errors import ERROR_RESPONSES
-from server.middleware import admit
+from server.middleware import admit, image_log
 from server.protocol import ChatCompletion, ChatCompletionRequest
 from server.state import ChatDep, StateDep
 
@@ -25,7 +25,7 @@ async def create_chat_completion(
     admit(request)
     # Prepared before any header goes out, so bad input still gets its 4xx status.
     async with state.admission.preparing():
-        generation = await chat.prepare(body)
+        generation = await chat.prepare(body, image_log(request))
     state.metrics.count_model("/v1/chat/completions", generation.adapter)
     if not body.stream:
         return await unless_disconnected(request, chat.complete(generation))

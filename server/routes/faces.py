@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from server.cancellation import unless_disconnected
 from server.errors import ERROR_RESPONSES
-from server.middleware import admit
+from server.middleware import admit, image_log
 from server.protocol import FaceAnalysis, FaceAnalysisRequest
 from server.state import FacesDep, StateDep
 
@@ -27,7 +27,7 @@ async def analyze_faces(
 ) -> FaceAnalysis:
     admit(request)
     async with state.admission.preparing():
-        job = await faces.prepare(body)
+        job = await faces.prepare(body, image_log(request))
     state.metrics.count_model("/v1/faces/analyze", job.question.adapter)
     return await unless_disconnected(request, faces.analyze(job))
 

@@ -1,7 +1,8 @@
 """Probes: /health (alive and engine not dead) for liveness, /ready (warm, not draining).
 
-Both answer from the engine watchdog's verdict (`server/watchdog.py`) as soon as there is one; a
-/health that finds the engine dead itself records the verdict, which starts the process exit.
+Both only read: the engine watchdog's verdict (`server/watchdog.py`) when there is one, and
+/health asks the engine itself meanwhile; recording a verdict, which starts the exit, is the
+watchdog's alone (it looks every second).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 import pytest
 
-from model.prompts import ZERO_WIDTH_SPACE, neutralize_control_tokens
+from model.control_tokens import ZERO_WIDTH_SPACE, neutralize_control_tokens
 
 ZW = ZERO_WIDTH_SPACE
 

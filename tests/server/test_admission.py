@@ -1,4 +1,4 @@
-"""Admission (server/limits.py): a cap on requests in flight, refused at once past it with 429
+"""Admission (server/admission.py): a cap on requests in flight, refused at once past it with 429
 and Retry-After, and the drain switch (fake engine)."""
 
 from __future__ import annotations

@@ -39,14 +39,6 @@ class Admission:
         self.in_flight -= 1
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
-    @asynccontextmanager
     async def preparing(self) -> AsyncIterator[None]:
         """Count work admitted but not yet with the engine (backlog the engine cannot see)."""
         self.pre_engine += 1
