@@ -33,6 +33,7 @@ from server import protocol as p
 from server.errors import BadModelAnswer, InternalError
 from server.generation import run_generation
 from server.metrics import Metrics
+from server.watchdog import EngineMonitor
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,15 @@ def _task(names: tuple[str, ...]) -> tuple[str, StructuredOutput]:
 
 class FaceAnswerer:
     def __init__(
-        self, engine: Engine, metrics: Metrics, request_timeout_s: float, max_passes: int = 9
+        self,
+        engine: Engine,
+        monitor: EngineMonitor,
+        metrics: Metrics,
+        request_timeout_s: float,
+        max_passes: int = 9,
     ) -> None:
         self.engine = engine
+        self.monitor = monitor
         self.metrics = metrics
         self.request_timeout_s = request_timeout_s
         self.max_passes = max_passes  # decoding passes per face with confidences (see above)
@@ -143,15 +150,13 @@ class FaceAnswerer:
         text: list[str] = []
         tokens: list[TokenLogprob] = []
         prompt_tokens = completion_tokens = 0
-        async for chunk in run_generation(self.engine, request, self.request_timeout_s):
+        async for chunk in run_generation(
+            self.engine, self.monitor, request, self.request_timeout_s
+        ):
             text.append(chunk.text)
             tokens.extend(chunk.logprobs)
             prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
-        total = prompt_tokens + completion_tokens
-        usage = p.Usage(
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=total
-        )
-        return _Pass("".join(text), tokens, usage)
+        return _Pass("".join(text), tokens, p.Usage.of(prompt_tokens, completion_tokens))
 
     def _validated(self, text: str, names: tuple[str, ...], request_id: str) -> dict[str, str]:
         try:

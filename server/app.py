@@ -30,7 +30,7 @@ from server.metrics import Metrics
 from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
 from server.routes import adapters, chat, faces, health, metrics, models
 from server.state import AppState
-from server.watchdog import Watchdog, shutdown_engine
+from server.watchdog import EngineMonitor, Watchdog, shutdown_engine
 
 if TYPE_CHECKING:
     from model.vllm_engine import ClientSlot, VLLMConfig
@@ -139,8 +139,10 @@ def build_state(
         request_timeout_s=settings.request_timeout_s,
         max_tiles=settings.max_tiles,
     )
+    monitor = EngineMonitor()  # the watchdog's verdicts; requests report progress to it
     faces_service = FacesService(
         engine,
+        monitor,
         AttributePolicy.from_names(settings.attributes),
         make_detector(settings.face_detector, settings.yunet_model_path),
         images,
@@ -156,11 +158,12 @@ def build_state(
     return AppState(
         settings=settings,
         engine=engine,
-        chat=ChatService(engine, chat_limits, images),
+        chat=ChatService(engine, monitor, chat_limits, images),
         faces=faces_service,
         admission=admission,
         metrics=metrics,
         created=int(time.time()),
+        monitor=monitor,
     )
 
 

@@ -30,6 +30,7 @@ from server.errors import APIError, InternalError, InvalidRequest
 from server.generation import resolve_model, run_generation
 from server.media import ImageLoader, Need
 from server.structured import structured_output
+from server.watchdog import EngineMonitor
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,12 @@ class ChatService:
     def __init__(
         self,
         engine: Engine,
+        monitor: EngineMonitor,
         limits: ChatLimits,
         images: ImageLoader,
     ) -> None:
         self.engine = engine
+        self.monitor = monitor  # the watchdog's: requests report the engine's progress to it
         self.limits = limits
         self.images = images
         plan = engine.tiles
@@ -177,7 +180,9 @@ class ChatService:
 
     async def complete(self, gen: GenerationRequest) -> p.ChatCompletion:
         answers = [_Answer() for _ in range(gen.sampling.n)]
-        async for chunk in run_generation(self.engine, gen, self.limits.request_timeout_s):
+        async for chunk in run_generation(
+            self.engine, self.monitor, gen, self.limits.request_timeout_s
+        ):
             answers[chunk.index].add(chunk)
         want_logprobs = gen.sampling.logprobs is not None
         return p.ChatCompletion(
@@ -193,7 +198,7 @@ class ChatService:
         """Wait for the engine's first chunk before any header goes out, so what only the engine
         refuses (a schema or regex it cannot compile, a prompt past the context) still gets its
         4xx status instead of a 200 and an in-band error."""
-        chunks = run_generation(self.engine, gen, self.limits.request_timeout_s)
+        chunks = run_generation(self.engine, self.monitor, gen, self.limits.request_timeout_s)
         try:
             first = await anext(chunks, None)
         except BaseException:
@@ -350,9 +355,7 @@ def _usage(finals: list[GenerationChunk]) -> p.Usage:
     """Usage of a request from each choice's last chunk: one prompt, every choice's tokens."""
     prompt = finals[0].prompt_tokens if finals else 0
     completion = sum(chunk.completion_tokens for chunk in finals)
-    return p.Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
+    return p.Usage.of(prompt, completion)
 
 
 def _logprobs(tokens: list[TokenLogprob]) -> p.ChoiceLogprobs:

@@ -33,6 +33,7 @@ from server.errors import APIError, InvalidRequest, Unprocessable, clipped, quot
 from server.generation import resolve_model
 from server.media import ImageLoader, LoadedImage, long_side
 from server.metrics import Metrics
+from server.watchdog import EngineMonitor
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class FacesService:
     def __init__(
         self,
         engine: Engine,
+        monitor: EngineMonitor,
         policy: attrs.AttributePolicy,
         detector: FaceDetector,
         images: ImageLoader,
@@ -80,7 +82,7 @@ class FacesService:
         self.options = options
         self.metrics = metrics
         self.answerer = FaceAnswerer(
-            engine, metrics, options.request_timeout_s, options.confidence_passes
+            engine, monitor, metrics, options.request_timeout_s, options.confidence_passes
         )
 
     def schema(self) -> dict[str, object]:

@@ -22,7 +22,7 @@ from model.engine import (
     UnknownAdapter,
 )
 from server.errors import InternalError, InvalidRequest, NotFound, Timeout, Unavailable, quoted
-from server.watchdog import ExitCode, monitor_of
+from server.watchdog import EngineMonitor, ExitCode
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,14 @@ def served_models(engine: Engine) -> list[str]:
 
 
 async def run_generation(
-    engine: Engine, request: GenerationRequest, timeout_s: float | None = None
+    engine: Engine,
+    monitor: EngineMonitor,
+    request: GenerationRequest,
+    timeout_s: float | None = None,
 ) -> AsyncGenerator[GenerationChunk, None]:
-    """Stream the engine's chunks; closing this iterator early aborts the engine request."""
+    """Stream the engine's chunks; closing this iterator early aborts the engine request. The
+    `monitor` (the watchdog's) sees the engine's progress and can end the wait on a verdict."""
     stream = engine.generate(request)
-    monitor = monitor_of(engine)
     deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
     try:
         while True:

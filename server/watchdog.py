@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator
 from enum import IntEnum
 
@@ -112,17 +111,6 @@ class EngineMonitor:
             wait.reschedule(now)
 
 
-# Services hold the engine, not the app state; requests find the app's monitor through it. Weak,
-# so that an engine (many are made in tests) is not kept alive by its monitor.
-_monitors: weakref.WeakKeyDictionary[Engine, EngineMonitor] = weakref.WeakKeyDictionary()
-
-
-def monitor_of(engine: Engine) -> EngineMonitor:
-    """The monitor watching this engine; a fresh one nobody watches when there is none."""
-    monitor = _monitors.get(engine)
-    return monitor if monitor is not None else EngineMonitor()
-
-
 async def engine_health(engine: Engine) -> ExitCode | None:
     """What the engine's health check says now: None when healthy, else dead or stalled (no
     answer within `HEALTH_CHECK_TIMEOUT_S`)."""
@@ -161,8 +149,6 @@ class Watchdog:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Attach the monitor to the engine (requests report to it from now on) and start."""
-        _monitors[self.engine] = self.monitor
         self._task = asyncio.create_task(self._run(), name="engine-watchdog")
 
     async def stop(self) -> None:
