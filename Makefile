@@ -61,7 +61,7 @@ check-deploy: $(STAMP)  ## helm lint/template + kubernetes-validate + promtool r
 	bash deploy/check.sh
 
 loadtest: $(STAMP)  ## locust against a running server (HOST=http://127.0.0.1:8000 USERS=8 DURATION=20s)
-	$(BIN)/python -m loadtests.run --host $${HOST:-http://127.0.0.1:8000} --users $${USERS:-8} --duration $${DURATION:-20s}
+	$(BIN)/python -m loadtests.locust --host $${HOST:-http://127.0.0.1:8000} --users $${USERS:-8} --duration $${DURATION:-20s}
 
 soak: $(STAMP)  ## Soak + chaos run against a running server (HOST=http://127.0.0.1:8000 DURATION=600)
 	$(BIN)/python -m loadtests.soak --host $${HOST:-http://127.0.0.1:8000} --duration $${DURATION:-600}

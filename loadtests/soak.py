@@ -33,8 +33,8 @@ import psutil
 from loadtests import hostile
 from loadtests.hostile import HostilePlan, Payloads, Tally, Target, chat_body
 from loadtests.images import face_data_urls
+from loadtests.locust.runner import duration_seconds
 from loadtests.rss import RssSampler, listening_pid
-from loadtests.run import duration_seconds
 
 FACES_PATH = "/v1/faces/analyze"
 GOOD_KINDS = ("chat", "stream", "faces")

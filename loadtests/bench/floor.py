@@ -6,7 +6,7 @@ what HTTP itself costs on the machine (body parsing, image decoding, socket writ
 generator sharing the CPUs); the gap between it and FaceLLM Serve is what our layer adds.
 Not a server to deploy: it trusts every request.
 
-    python -m loadtests.bench_floor --model-dir DIR --port 8123
+    python -m loadtests.bench.floor --model-dir DIR --port 8123
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from loadtests.bench_engine import add_engine_args, engine_config
+from loadtests.bench.engine_flags import add_engine_args, engine_config
 from model.engine import ChatMessage, GenerationRequest, SamplingOptions
 from model.vllm_engine import VLLMEngine
 
@@ -83,7 +83,7 @@ def build_app(engine: VLLMEngine) -> Starlette:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_floor")
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench.floor")
     add_engine_args(p)
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args()

@@ -7,8 +7,17 @@ import os
 
 import pytest
 
-from loadtests.bench_load import Sample, closed_loop, plan_points, quantile, run_point, summarize
-from loadtests.cpu import NoisePolicy
+from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.load import (
+    WARMUP_FIRST_IMAGE,
+    Sample,
+    closed_loop,
+    plan_points,
+    quantile,
+    run_point,
+    summarize,
+    warm_up_and_run,
+)
 
 
 def test_points_get_disjoint_image_ranges() -> None:
@@ -68,3 +77,25 @@ async def test_run_point_measures_once_when_the_machine_is_quiet_enough() -> Non
     assert (result["concurrency"], result["attempts"], result["requests"]) == (2, 1, 3)
     assert result["others_cpu_share"] >= 0
     assert set(result["cpu_ms_per_request"]) == {"front", "engine_core", "worker"}
+
+
+async def test_every_system_warms_up_apart_then_runs_each_point_on_its_own_images() -> None:
+    made: list[tuple[int, int]] = []
+    sent: list[int] = []
+
+    def make(count: int, first: int) -> list[int]:
+        made.append((count, first))
+        return list(range(first, first + count))
+
+    async def send(image: int) -> Sample:
+        sent.append(image)
+        return Sample(ttft_s=0.001, e2e_s=0.001, tokens=1, prompt_tokens=1)
+
+    points = plan_points([1, 2], per_user=2, minimum=3)
+    noise = NoisePolicy(own_groups=frozenset(), max_share=math.inf, quiet_wait_s=0)
+    results = await warm_up_and_run(
+        points, make, send, warmup=2, image_offset=10, noise=noise, system_group=os.getpgrp()
+    )
+    assert made == [(2, WARMUP_FIRST_IMAGE), (3, 10), (4, 13)]
+    assert sorted(sent) == [10, 11, 12, 13, 14, 15, 16, WARMUP_FIRST_IMAGE, WARMUP_FIRST_IMAGE + 1]
+    assert [(r["concurrency"], r["requests"]) for r in results] == [(1, 3), (2, 4)]

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from loadtests import bench_load, bench_photo
-from loadtests.bench_http import RequestFailed
-from loadtests.bench_photo import chat_bodies, face_bodies, face_body, plan_photo, run_photo
-from loadtests.cpu import NoisePolicy
+from loadtests.bench import load, photo
+from loadtests.bench.client import RequestFailed
+from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.photo import chat_bodies, face_bodies, face_body, plan_photo, run_photo
 from server.protocol import FaceAnalysisRequest
 
 USAGE = {"prompt_tokens": 300, "completion_tokens": 4, "total_tokens": 304}
@@ -30,8 +30,8 @@ def tiny_photos(monkeypatch: pytest.MonkeyPatch) -> None:
     async def quiet(policy: NoisePolicy, window_s: float = 1.0) -> float:
         return 0.0
 
-    monkeypatch.setattr(bench_photo, "photo_data_urls", urls)
-    monkeypatch.setattr(bench_load, "wait_for_quiet", quiet)
+    monkeypatch.setattr(photo, "photo_data_urls", urls)
+    monkeypatch.setattr(load, "wait_for_quiet", quiet)
     chat_bodies.cache_clear()
     face_bodies.cache_clear()
 
@@ -118,4 +118,4 @@ async def test_a_face_answer_that_is_not_two_faces_fails(
     body = face_body("data:image/jpeg;base64,faces0")
     async with serve(found, status) as base, aiohttp.ClientSession() as session:
         with pytest.raises(RequestFailed, match=error):
-            await bench_photo.post_faces(session, f"{base}/v1/faces/analyze", body)
+            await photo.post_faces(session, f"{base}/v1/faces/analyze", body)

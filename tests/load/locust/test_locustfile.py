@@ -1,5 +1,5 @@
-"""The locust scenarios (loadtests/locustfile.py), run short by loadtests/run.py against the real
-server (real vLLM engine, demo model)."""
+"""The locust scenarios (loadtests/locust/locustfile.py), run short by `python -m loadtests.locust`
+against the real server (real vLLM engine, demo model)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_short_load_run_passes_and_records_ttft(real_server: ServerProcess, tmp_
     out = tmp_path / "load"
     proc = subprocess.run(
         [
-            *(sys.executable, "-m", "loadtests.run", "--host", real_server.base_url),
+            *(sys.executable, "-m", "loadtests.locust", "--host", real_server.base_url),
             *("--users", "4", "--duration", "10s", "--max-error-ratio", "0", "--out", str(out)),
         ],
         cwd=ROOT,

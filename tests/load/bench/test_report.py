@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from loadtests.bench_report import aggregate, goal_met, markdown, report
+from loadtests.bench.report import aggregate, goal_met, markdown, report
 
 
 def point(c: int, rps: float, e2e: float) -> dict[str, Any]:

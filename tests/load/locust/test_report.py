@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from loadtests.report import (
+from loadtests.locust.report import (
     EntrySummary,
     Slo,
     load_stats,

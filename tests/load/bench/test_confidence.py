@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import bench_confidence
+from loadtests.bench import confidence
 from model.fake_engine import FakeEngine
 from server.app import create_app
 from server.config import Settings
@@ -18,15 +18,15 @@ def test_it_measures_both_sides_on_the_same_photos(
 ) -> None:
     sent: list[str] = []
     engine = FakeEngine()
-    real_send = bench_confidence.send
+    real_send = confidence.send
 
-    def send(client: object, url: str, side: bench_confidence.Side) -> None:
+    def send(client: object, url: str, side: confidence.Side) -> None:
         sent.append(f"{side.name}:{url[-12:]}")
         real_send(client, url, side)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bench_confidence, "send", send)
+    monkeypatch.setattr(confidence, "send", send)
     with serve_in_thread(create_app(Settings(model_cache_dir=tmp_path), engine)) as url:
-        result = bench_confidence.run(url, requests=2, warmup=1)
+        result = confidence.run(url, requests=2, warmup=1)
     assert set(result) == {"plain", "confidence"}
     assert all(side["p50_ms"] > 0 for side in result.values())
     measured = [s.split(":", 1) for s in sent[2:]]  # after the warm-up pair

@@ -22,17 +22,17 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.bench_http import JSON_HEADERS, TIMEOUT, RequestFailed, chat_body, stream_chat
-from loadtests.bench_load import (
-    RETRY_STRIDE,
+from loadtests.bench.client import JSON_HEADERS, TIMEOUT, RequestFailed, chat_body, stream_chat
+from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.load import (
     WARMUP_FIRST_IMAGE,
     Point,
     Sample,
     closed_loop,
     plan_points,
+    point_items,
     run_point,
 )
-from loadtests.cpu import NoisePolicy
 from loadtests.photos import photo_data_urls
 
 log = logging.getLogger("loadtests.bench")
@@ -136,18 +136,6 @@ async def _measure(
     return result
 
 
-def chat_items(point: Point, image_offset: int, model: str, max_tokens: int) -> ItemsFor:
-    """A point's request bodies for each attempt: fresh photos on every retry."""
-    first = image_offset + point.first_image
-    return lambda attempt: chat_bodies(
-        point.requests, first + attempt * RETRY_STRIDE, model, max_tokens
-    )
-
-
-def face_items(count: int, image_offset: int) -> ItemsFor:
-    return lambda attempt: face_bodies(count, image_offset + attempt * RETRY_STRIDE)
-
-
 async def run_photo(
     base_url: str,
     plan: PhotoPlan,
@@ -170,15 +158,13 @@ async def run_photo(
         async def send_faces(body: bytes) -> Sample:
             return await post_faces(session, faces_url, body)
 
-        warm = chat_bodies(plan.warmup, WARMUP_FIRST_IMAGE, model, max_tokens)
-        await _warm_up(warm, send_chat, "chat")
+        def photo_chats(count: int, first: int) -> Sequence[bytes]:
+            return chat_bodies(count, first, model, max_tokens)
+
+        await _warm_up(photo_chats(plan.warmup, WARMUP_FIRST_IMAGE), send_chat, "chat")
         chat = [
             await _measure(
-                point,
-                chat_items(point, image_offset, model, max_tokens),
-                send_chat,
-                noise,
-                server_group,
+                point, point_items(point, image_offset, photo_chats), send_chat, noise, server_group
             )
             for point in plan.chat_points
         ]
@@ -186,6 +172,6 @@ async def run_photo(
             return {"photo_chat": chat}
         await _warm_up(face_bodies(plan.warmup, WARMUP_FIRST_IMAGE), send_faces, "faces")
         point = Point(FACE_CONCURRENCY, plan.face_requests, 0)
-        items = face_items(plan.face_requests, image_offset)
+        items = point_items(point, image_offset, face_bodies)
         face_point = await _measure(point, items, send_faces, noise, server_group)
     return {"photo_chat": chat, "photo_faces": [face_point]}

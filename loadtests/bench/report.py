@@ -118,7 +118,7 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         f"{meta['wall_s']} s in all. Median over repeats (min–max). "
         "Others' CPU %: the most that processes outside the benchmark took in a repeat. "
         "HTTP floor: the least an HTTP front can do around the same engine (JSON, image "
-        "decode, SSE; `loadtests/bench_floor.py`).",
+        "decode, SSE; `loadtests/bench/floor.py`).",
         "",
         "| conc | system | req/s | output tok/s | TTFT p50 ms | TTFT p95 ms "
         "| e2e p50 ms | e2e p95 ms | errors | others' CPU % |",

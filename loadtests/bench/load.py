@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from loadtests.cpu import NoisePolicy, cpu_by_role, cpu_snapshot, others_share, wait_for_quiet
+from loadtests.bench.cpu import NoisePolicy, cpu_by_role, cpu_snapshot, others_share, wait_for_quiet
 
 T = TypeVar("T")
 
@@ -134,3 +134,31 @@ async def run_point(
         "cpu_ms_per_request": {role: s * per_request for role, s in cpu.items()},
         **summarize(samples, errors, wall),
     }
+
+
+def point_items(
+    point: Point, image_offset: int, make: Callable[[int, int], Sequence[T]]
+) -> Callable[[int], Sequence[T]]:
+    """`items_for` of a point: `make(count, first_image)` on fresh images for every attempt."""
+    first = image_offset + point.first_image
+    return lambda attempt: make(point.requests, first + attempt * RETRY_STRIDE)
+
+
+async def warm_up_and_run(
+    points: Sequence[Point],
+    make: Callable[[int, int], Sequence[T]],
+    send: Callable[[T], Awaitable[Sample]],
+    *,
+    warmup: int,
+    image_offset: int,
+    noise: NoisePolicy,
+    system_group: int,
+) -> list[dict[str, Any]]:
+    """The small workload on any system: `warmup` requests at WARMUP_CONCURRENCY on images no
+    point uses, then every point; one summary per point. Only `make` (images → requests, built
+    before the clock) and `send` differ between the in-process ceiling and the HTTP systems."""
+    await closed_loop(WARMUP_CONCURRENCY, make(warmup, WARMUP_FIRST_IMAGE), send)
+    return [
+        await run_point(point, point_items(point, image_offset, make), send, noise, system_group)
+        for point in points
+    ]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.run import duration_seconds, locust_command, parse_args, scenario_mix
+from loadtests.locust.runner import duration_seconds, locust_command, parse_args, scenario_mix
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Headless load test: locust in a subprocess → reports under a results folder → SLO exit code.
 
-    python -m loadtests.run --host http://127.0.0.1:8000 --users 8 --duration 20s \
+    python -m loadtests.locust --host http://127.0.0.1:8000 --users 8 --duration 20s \
         [--spawn-rate N] [--max-error-ratio 0.0] [--max-p95-ms X] [--out results/DIR]
 
 Locust runs as a subprocess (its gevent monkey-patching stays out of the caller). Exit codes:
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from loadtests.report import Slo, load_stats, markdown_table, slo_breaches, write_summary
-from loadtests.settings import DEFAULT_MIX, parse_mix
+from loadtests.locust.report import Slo, load_stats, markdown_table, slo_breaches, write_summary
+from loadtests.locust.settings import DEFAULT_MIX, parse_mix
 
-log = logging.getLogger("loadtests.run")
+log = logging.getLogger("loadtests.locust")
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+ROOT = Path(__file__).resolve().parents[2]
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 FACES_PATH = "/v1/faces/analyze"
 STOP_TIMEOUT_S = 30  # in-flight requests may finish after --run-time
 
@@ -43,7 +43,9 @@ def duration_seconds(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.locust", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--host", required=True, help="base URL of the server under test")
     p.add_argument("--users", type=int, default=8, help="concurrent users (closed loop)")
     p.add_argument("--duration", default="20s", help="run time, locust syntax (20s, 5m)")

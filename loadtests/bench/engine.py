@@ -3,7 +3,7 @@
 Run by `loadtests.bench` as its own subprocess, so the engine shares no interpreter with the
 benchmark's HTTP client:
 
-    python -m loadtests.bench_engine --model-dir DIR --points 1:64:0,8:256:64 --out result.json
+    python -m loadtests.bench.engine --model-dir DIR --points 1:64:0,8:256:64 --out result.json
 """
 
 from __future__ import annotations
@@ -22,20 +22,12 @@ from typing import Any
 
 from PIL import Image
 
-from loadtests.bench_load import (
-    PROMPT,
-    RETRY_STRIDE,
-    WARMUP_CONCURRENCY,
-    WARMUP_FIRST_IMAGE,
-    Point,
-    Sample,
-    closed_loop,
-    run_point,
-)
-from loadtests.cpu import NoisePolicy
+from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.engine_flags import add_engine_args, engine_config
+from loadtests.bench.load import PROMPT, Point, Sample, warm_up_and_run
 from loadtests.images import face_data_urls
 from model.engine import ChatMessage, GenerationRequest, SamplingOptions
-from model.vllm_engine import VLLMConfig, VLLMEngine
+from model.vllm_engine import VLLMEngine
 
 
 def decoded_images(count: int, size: int, start: int) -> list[Image.Image]:
@@ -68,35 +60,12 @@ async def send(engine: VLLMEngine, image: Image.Image, max_tokens: int) -> Sampl
     )
 
 
-def add_engine_args(p: argparse.ArgumentParser) -> None:
-    """The engine flags of both in-process systems (the ceiling, and the HTTP floor)."""
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--max-model-len", type=int, default=2048)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-images", type=int, default=4)
-    p.add_argument("--stream-interval", type=int, default=1)
-
-
-def engine_config(args: argparse.Namespace) -> VLLMConfig:
-    return VLLMConfig(
-        model_path=args.model_dir,
-        served_model_name="demo",
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        enforce_eager=True,
-        max_images_per_prompt=args.max_images,
-        stream_interval=args.stream_interval,
-    )
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = VLLMEngine(engine_config(args))
     started = time.perf_counter()
     await engine.start()
     startup_s = time.perf_counter() - started
     try:
-        warm = decoded_images(args.warmup, args.image_size, WARMUP_FIRST_IMAGE)
-        await closed_loop(WARMUP_CONCURRENCY, warm, lambda im: send(engine, im, args.max_tokens))
         noise = NoisePolicy(
             own_groups=frozenset({os.getpgrp()}),
             max_share=args.max_noise,
@@ -104,22 +73,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             quiet_wait_s=args.quiet_wait,
             deadline=args.deadline,
         )
-        points = []
-        for point in args.points:
-
-            def images_for(attempt: int, point: Point = point) -> list[Image.Image]:
-                first = args.image_offset + point.first_image + attempt * RETRY_STRIDE
-                return decoded_images(point.requests, args.image_size, first)
-
-            points.append(
-                await run_point(
-                    point,
-                    images_for,
-                    lambda im: send(engine, im, args.max_tokens),
-                    noise,
-                    system_group=os.getpgrp(),
-                )
-            )
+        points = await warm_up_and_run(
+            args.points,
+            lambda count, first: decoded_images(count, args.image_size, first),
+            lambda image: send(engine, image, args.max_tokens),
+            warmup=args.warmup,
+            image_offset=args.image_offset,
+            noise=noise,
+            system_group=os.getpgrp(),
+        )
     finally:
         await engine.shutdown()
     return {"startup_s": startup_s, "points": points}
@@ -131,7 +93,7 @@ def parse_points(text: str) -> list[Point]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m loadtests.bench_engine")
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench.engine")
     add_engine_args(p)
     p.add_argument("--points", type=parse_points, required=True)
     p.add_argument("--image-size", type=int, default=256)

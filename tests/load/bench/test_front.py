@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import bench_front
+from loadtests.bench import front
 from tests.conftest import free_port
 
 
@@ -17,7 +17,7 @@ def test_it_runs_both_group_sizes_and_prints_figures(
 ) -> None:
     port, cache = str(free_port()), str(tmp_path)
     sizes = ["--api-processes", "1", "2", "--duration", "1", "--concurrency", "4"]
-    bench_front.main([*sizes, "--port", port, "--cache-dir", cache])
+    front.main([*sizes, "--port", port, "--cache-dir", cache])
     printed = json.loads(capsys.readouterr().out)
     runs = printed["runs"]
     assert [r["api_processes"] for r in runs] == [1, 2]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtests.settings import DEFAULT_MIX, LoadSettings, SettingsError, StepLoad, parse_mix
+from loadtests.locust.settings import DEFAULT_MIX, LoadSettings, SettingsError, StepLoad, parse_mix
 
 
 def test_defaults_without_environment() -> None:

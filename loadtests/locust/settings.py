@@ -1,7 +1,8 @@
 """Load-test settings from `FACELLM_LOAD_*` environment variables (locust owns host, users, time).
 
 The locustfile runs inside locust's process, where a CLI of our own cannot reach it; the
-environment is how `loadtests.run` (or a person running `locust` directly) configures it.
+environment is how `python -m loadtests.locust` (or a person running `locust` directly)
+configures it.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.cpu import CPUS, Proc, cpu_by_role, cpu_snapshot, others_share
+from loadtests.bench.cpu import CPUS, Proc, cpu_by_role, cpu_snapshot, others_share
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

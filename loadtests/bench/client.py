@@ -14,17 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.bench_load import (
-    PROMPT,
-    RETRY_STRIDE,
-    WARMUP_CONCURRENCY,
-    WARMUP_FIRST_IMAGE,
-    Point,
-    Sample,
-    closed_loop,
-    run_point,
-)
-from loadtests.cpu import NoisePolicy
+from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.load import PROMPT, Point, Sample, warm_up_and_run
 from loadtests.images import face_data_urls
 
 TIMEOUT = aiohttp.ClientTimeout(total=120)
@@ -124,13 +115,12 @@ async def run_points(
             urls = face_data_urls(count, image_size, first)
             return [chat_body(url, model, max_tokens) for url in urls]
 
-        await closed_loop(WARMUP_CONCURRENCY, bodies(warmup, WARMUP_FIRST_IMAGE), send)
-        results = []
-        for point in points:
-
-            def bodies_for(attempt: int, point: Point = point) -> list[bytes]:
-                first = image_offset + point.first_image + attempt * RETRY_STRIDE
-                return bodies(point.requests, first)
-
-            results.append(await run_point(point, bodies_for, send, noise, server_group))
-    return results
+        return await warm_up_and_run(
+            points,
+            bodies,
+            send,
+            warmup=warmup,
+            image_offset=image_offset,
+            noise=noise,
+            system_group=server_group,
+        )

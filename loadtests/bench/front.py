@@ -9,8 +9,8 @@ Closed-loop clients send image chats for a while at each N (each N `--repeats` t
 interleaved); printed: req/s per run, and each N's median against the first N's. The load
 generator shares the machine's cores (its CPU time is printed too).
 
-    python -m loadtests.bench_front --api-processes 1 2 --duration 20 --concurrency 32
-    python -m loadtests.bench_front --engine vllm --repeats 2 --duration 30 --concurrency 16
+    python -m loadtests.bench.front --api-processes 1 2 --duration 20 --concurrency 32
+    python -m loadtests.bench.front --engine vllm --repeats 2 --duration 30 --concurrency 16
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
-from loadtests.bench_http import JSON_HEADERS, chat_body
+from loadtests.bench.client import JSON_HEADERS, chat_body
 from loadtests.images import face_data_urls
 
 READY_TIMEOUT_S = 60.0

@@ -5,7 +5,7 @@ Each two-face 12-MP photo is sent plain, then with confidences (then the next ph
 in the machine hits both alike. Prints p50 and mean latency of each, their ratios, and how many
 engine tokens each took (confidences can take a second decoding pass; see server/answers.py).
 
-    python -m loadtests.bench_confidence --host http://127.0.0.1:8000 --requests 20
+    python -m loadtests.bench.confidence --host http://127.0.0.1:8000 --requests 20
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Locust scenarios for FaceLLM Serve: image chat, streamed image chat, face analysis.
 
-Run through `python -m loadtests.run` (reports, summary, SLO exit code) or directly from the
-repository root: `locust -f loadtests/locustfile.py --host http://127.0.0.1:8000`.
-Settings: `FACELLM_LOAD_*` (see loadtests/settings.py).
+Run through `python -m loadtests.locust` (reports, summary, SLO exit code) or directly from the
+repository root: `locust -f loadtests/locust/locustfile.py --host http://127.0.0.1:8000`.
+Settings: `FACELLM_LOAD_*` (see loadtests/locust/settings.py).
 
 Locust times a streamed request only up to its headers, so the stream scenario times the whole
 stream itself and adds two custom entries per request: time to first token ("TTFT", ms) and the
@@ -21,8 +21,8 @@ from locust import FastHttpUser, constant, events, task
 from locust.contrib.fasthttp import ResponseContextManager
 
 from loadtests.images import face_data_urls
-from loadtests.settings import LoadSettings
-from loadtests.shape import make_step_shape
+from loadtests.locust.settings import LoadSettings
+from loadtests.locust.shape import make_step_shape
 
 SETTINGS = LoadSettings.from_env()
 IMAGES = face_data_urls(SETTINGS.images, SETTINGS.image_size)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from loadtests.bench_floor import build_app
-from loadtests.bench_http import chat_body, events, has_token
+from loadtests.bench.client import chat_body, events, has_token
+from loadtests.bench.floor import build_app
 from loadtests.images import face_data_urls
 from model.fake_engine import FakeEngine
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-from loadtests.settings import StepLoad
+from loadtests.locust.settings import StepLoad
 
 
 def make_step_shape(step: StepLoad) -> type[LoadTestShape]:
