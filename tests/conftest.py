@@ -3,6 +3,7 @@ app of one's own), the demo model built once per session, and one real server pe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -182,3 +183,13 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     server = start_server(tmp_path_factory.mktemp("server") / "server.log")
     yield server
     server.stop()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> float:
+    """Seconds until `condition()` holds, polled every 10 ms; fails past `timeout_s`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if condition():
+            return time.monotonic() - start
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout_s} s")

@@ -4,13 +4,11 @@ failure; the exit guard kills the engine's processes (fake engine)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from server.app import create_app
 from server.config import Settings
 from server.state import AppState
 from server.watchdog import ExitCode
+from tests.conftest import until
 
 BOUND_S = 30.0  # the longest any wait below may take (a loaded machine is slow)
 
@@ -86,15 +85,6 @@ def test_settings_error_never_echoes_a_key(
 
 
 # --- the engine watchdog's verdict, and what follows ---------------------------------------------
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = BOUND_S) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if condition():
-            return time.monotonic() - start
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 async def test_the_server_stops_on_a_verdict_and_exits_with_its_code(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 
 from model.engine import EngineDeadError, GenerationChunk, GenerationRequest
 from model.fake_engine import FakeEngine
 from server.watchdog import ExitCode
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, until
 from tests.images import astronaut, data_url, image_message
 
 CHAT = "/v1/chat/completions"
@@ -31,15 +31,6 @@ def watch(**overrides: float) -> dict[str, float]:
 
 def text_body(**extra: object) -> dict[str, object]:
     return {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, **extra}
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = BOUND_S) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if condition():
-            return time.monotonic() - start
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 async def assert_probes_fail(client: httpx.AsyncClient, status: str) -> None:
