@@ -7,7 +7,8 @@ only after it was chosen. So an answer with confidences is decoded in passes: wh
 pick is not its most probable value, that value is fixed, and the attributes after it are decoded
 again, continuing the answer from there. Each pass settles at least one more attribute; a trained
 model rarely needs a second (the random demo model needs several: its greedy path is a poor
-guide). `max_passes` bounds them; with 1, picks stand as decoded.
+guide). `max_passes` bounds them; with 1, picks stand as decoded but for the last attribute's,
+which conditions nothing and so is replaced without a pass.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class FaceAnswerer:
     ) -> tuple[dict[str, Scored], p.Usage]:
         """Each attribute's most probable value with its confidence, decoded in passes (see the
         module's docstring): at most one per attribute, and `max_passes`; in the last one, the
-        picks stand as decoded."""
+        picks stand as decoded, but for the last attribute's."""
         fixed: dict[str, Scored] = {}
         usage = p.Usage()
         passes = min(len(question.names), self.max_passes)
@@ -118,9 +119,11 @@ class FaceAnswerer:
             answer = self._validated(spelled + done.text, question.names, request_id)
             tokens = [TokenLogprob(spelled, 0.0), *done.tokens] if prefix else done.tokens
             scored = _scores(tokens, {name: answer[name] for name in rest}, request_id)
-            last = attempt == passes - 1
+            another_pass = attempt < passes - 1
             for name in rest:
-                fixed[name] = best = scored[name] if last else most_probable(scored[name])
+                # The last attribute conditions nothing: its pick is replaced without a pass.
+                may_replace = another_pass or name == rest[-1]
+                fixed[name] = best = most_probable(scored[name]) if may_replace else scored[name]
                 if best.value != scored[name].value:
                     break  # the attributes after it were conditioned on another value
             if len(fixed) == len(question.names):

@@ -325,8 +325,8 @@ class Settings(BaseSettings):
         description="Most decoding passes per face when confidences are computed. Greedy "
         "decoding can end at a value the model found less probable than another (values "
         "sharing leading tokens); the server then fixes the more probable value and decodes the "
-        "attributes after it again. 1: picks stand as decoded (one pass, the most probable value "
-        "not guaranteed). 9, one per attribute: always the most probable.",
+        "attributes after it again (the last attribute's needs no pass). 1: one pass, the other "
+        "picks stand as decoded. 9, one per attribute: always the most probable.",
     )
 
     @model_validator(mode="after")

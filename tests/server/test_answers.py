@@ -196,3 +196,29 @@ async def test_with_one_pass_the_greedy_picks_stand(make_client: MakeClient) -> 
     assert (age["value"], age["confidence"]) == ("3-9", 0.2)
     assert age["alternatives"][0] == {"value": "uncertain", "confidence": 0.35}
     assert len(engine.requests) == 1
+
+
+def age_only_tokens(_: GenerationRequest) -> list[TokenLogprob]:
+    """Greedy takes "3" (0.4), then "-": 3-9 at 0.2, below "uncertain" (0.35)."""
+    return [
+        tok('{"age_group":"', 1.0),
+        tok("3", 0.4, ("uncertain", 0.35), ("2", 0.25)),
+        tok("-", 0.5, ("0", 0.3)),
+        tok('9"}', 1.0),
+    ]
+
+
+@pytest.mark.parametrize("passes", [1, 9])
+async def test_the_last_attribute_is_replaced_without_another_pass(
+    make_client: MakeClient, passes: int
+) -> None:
+    """Nothing is conditioned on the last attribute: its most probable value needs no pass,
+    even when only one is allowed (before: a single attribute was never replaced)."""
+    engine = FakeEngine(tokens=age_only_tokens)
+    async with make_client(engine, confidence_passes=passes) as client:
+        body = {"image": data_url(astronaut()), "attributes": ["age_group"], "confidence": True}
+        r = await client.post(URL, json=body)
+    age = rounded(r.json()["faces"][0]["attributes"]["age_group"])
+    assert (age["value"], age["confidence"]) == ("uncertain", 0.35)
+    assert {"value": "3-9", "confidence": 0.2} in age["alternatives"]
+    assert len(engine.requests) == 1
