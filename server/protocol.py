@@ -342,7 +342,9 @@ class FaceAnalysisRequest(_Strict):
     )
     model: str | None = None
     attributes: list[str] | None = Field(
-        None, max_length=64, description="Subset of served attributes; default: all served."
+        None,
+        max_length=64,
+        description="Subset of served attributes; default: all served.",
     )
     max_faces: int | None = Field(None, ge=1, le=64, description="Most faces to analyse.")
     detect: bool = Field(
@@ -370,10 +372,32 @@ class BoundingBox(BaseModel):
     h: int
 
 
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+class Landmarks(BaseModel):
+    """Five points of a face in image pixels; left and right as they appear in the image."""
+
+    left_eye: Point
+    right_eye: Point
+    nose: Point
+    mouth_left: Point
+    mouth_right: Point
+
+
 class Face(BaseModel):
     bbox: BoundingBox = Field(description="The detected face box in image pixels.")
     score: float = Field(
-        description="Detector confidence (higher is surer; 1.0 when detect=false)."
+        ge=0,
+        le=1,
+        description="The detector's probability that this is a face (1.0 when detect=false, "
+        "and with the Haar detector, which has no probability).",
+    )
+    landmarks: Landmarks | None = Field(
+        description="Eyes, nose tip and mouth corners in image pixels; null when the detector "
+        "finds none (detect=false, the Haar detector)."
     )
     attributes: dict[str, str] | dict[str, AttributeAnswer] = Field(
         description="Each attribute's value; with `confidence: true`, an object per attribute."

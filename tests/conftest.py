@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import psutil
 import pytest
 from fastapi import FastAPI
 
+from model.attributes import ALL_NAMES
 from model.demo import build_demo_adapter, ensure_demo_model
 from model.engine import Engine
 from model.fake_engine import FakeEngine
@@ -31,6 +33,7 @@ from server.state import AppState
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 240
+PREFIX_BLOCK_TOKENS = 32  # the session server's KV block size
 
 
 @pytest.fixture
@@ -179,8 +182,14 @@ def start_server(log_path: Path, **env_settings: str) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real server for the whole session (the engine start costs ≈ 25 s)."""
-    server = start_server(tmp_path_factory.mktemp("server") / "server.log")
+    """One real server for the whole session (the engine start costs ≈ 25 s). It serves every
+    face attribute, perceived_race opted in, and caches prefixes in 32-token blocks (the CPU
+    backend's least; its default, 128, is longer than a demo face's shared prompt)."""
+    server = start_server(
+        tmp_path_factory.mktemp("server") / "server.log",
+        attributes=json.dumps(ALL_NAMES),
+        engine_args=json.dumps({"block_size": PREFIX_BLOCK_TOKENS}),
+    )
     yield server
     server.stop()
 

@@ -17,6 +17,38 @@ def astronaut() -> Image.Image:
 
 
 @cache
+def cameraman() -> Image.Image:
+    """A real photo (scikit-image's `camera`, 512×512) of a man in three-quarter view, turned
+    towards a camera: one face at about x=198 y=115 w=58 h=84."""
+    return Image.fromarray(data.camera()).convert("RGB")
+
+
+def rotated(image: Image.Image, degrees: float) -> Image.Image:
+    """`image` turned by `degrees` (counter-clockwise) about its centre, corners filled white."""
+    return image.rotate(degrees, resample=Image.Resampling.BICUBIC, fillcolor="white")
+
+
+@cache
+def group_photo() -> Image.Image:
+    """Four real faces on one 1500×420 canvas, each about a twentieth of its width: the
+    astronaut upright and tilted ±30°, and the cameraman in three-quarter view (GROUP_FACES)."""
+    canvas = Image.new("RGB", (1500, 420), (200, 200, 200))
+    for i, degrees in enumerate((0, 30, -30)):
+        canvas.paste(rotated(astronaut(), degrees).resize((400, 400)), (i * 400, 10))
+    canvas.paste(cameraman().crop((120, 60, 420, 360)), (1200, 60))
+    return canvas
+
+
+# Where the faces of `group_photo` are (x, y, w, h), checked by eye.
+GROUP_FACES = (
+    (144, 61, 69, 84),
+    (484, 91, 76, 84),
+    (994, 55, 85, 93),
+    (1285, 119, 65, 88),
+)
+
+
+@cache
 def cat() -> Image.Image:
     """No human face."""
     return Image.fromarray(data.chelsea())

@@ -1,15 +1,19 @@
-"""Faces end to end: real server, real vLLM engine with structured outputs, demo model."""
+"""Faces end to end: real server, real vLLM engine, demo model. Each attribute is one
+multiple-choice question answered with one constrained letter; a face's questions share the
+image prefix in vLLM's cache."""
 
 from __future__ import annotations
 
-import json
+import re
+import time
 
 import httpx
 import jsonschema
 import pytest
+from PIL import Image
 
-from model.attributes import prompt
-from tests.conftest import ServerProcess
+from model.attributes import ALL_NAMES, attribute, multiple_choice
+from tests.conftest import PREFIX_BLOCK_TOKENS, ServerProcess
 from tests.images import TRUE_ASTRONAUT_FACE, astronaut, cat, data_url, iou, two_faces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
@@ -36,15 +40,26 @@ def test_astronaut(http: httpx.Client, schema: dict[str, object]) -> None:
     (face,) = r.json()["faces"]
     box = face["bbox"]
     assert iou((box["x"], box["y"], box["w"], box["h"]), TRUE_ASTRONAUT_FACE) > 0.5
+    assert 0.5 < face["score"] <= 1
+    for point in face["landmarks"].values():
+        assert box["x"] <= point["x"] <= box["x"] + box["w"]
+        assert box["y"] <= point["y"] <= box["y"] + box["h"]
     jsonschema.validate(face["attributes"], schema)
 
 
-def test_two_faces_then_max_faces(http: httpx.Client, schema: dict[str, object]) -> None:
-    faces = analyze(http, image=data_url(two_faces())).json()["faces"]
-    assert len(faces) == 2
-    for face in faces:
-        jsonschema.validate(face["attributes"], schema)
-    assert len(analyze(http, image=data_url(two_faces()), max_faces=1).json()["faces"]) == 1
+def test_nine_attributes_cost_nine_tokens_a_face_and_answer_the_same_twice(
+    http: httpx.Client,
+) -> None:
+    body = {"image": data_url(two_faces()), "attributes": list(ALL_NAMES)}
+    first = analyze(http, **body)
+    assert first.status_code == 200, first.text
+    out = first.json()
+    assert len(ALL_NAMES) == 9 and len(out["faces"]) == 2
+    assert out["usage"]["completion_tokens"] == 9 * 2  # one letter per attribute and face
+    for face in out["faces"]:
+        assert set(face["attributes"]) == set(ALL_NAMES)
+    again = analyze(http, **body).json()
+    assert again["faces"] == out["faces"]
 
 
 def test_cat(http: httpx.Client, schema: dict[str, object]) -> None:
@@ -54,41 +69,57 @@ def test_cat(http: httpx.Client, schema: dict[str, object]) -> None:
     whole = analyze(http, image=data_url(cat()), detect=False)
     assert whole.status_code == 200, whole.text
     (face,) = whole.json()["faces"]
+    assert face["landmarks"] is None and face["score"] == 1.0
     jsonschema.validate(face["attributes"], schema)
 
 
-def test_same_answer_through_chat_response_format(
-    http: httpx.Client, schema: dict[str, object]
-) -> None:
-    """The README's recipe: the served schema through OpenAI-exact `response_format`. Asked as
-    /v1/faces/analyze asks (its prompt, greedy) about a face it would send as is (one tile, no
-    detection), chat gives the same answer."""
+def prefix_cache_hits(http: httpx.Client) -> float:
+    """vLLM's prefix-cache hits (tokens), as /metrics says once its 1-s cache has passed."""
+    time.sleep(1.1)
+    text = http.get("/metrics").text
+    return sum(
+        float(value)
+        for value in re.findall(r"^vllm:prefix_cache_hits_total\{.*\} (\S+)$", text, re.M)
+    )
+
+
+def test_the_questions_of_a_face_reuse_its_image_prefix(http: httpx.Client) -> None:
+    """A face no earlier request showed (so nothing is cached before it): every question after
+    the first finds the prompt's leading block — template and image — already computed."""
+    unseen = Image.new("RGB", (64, 64), (int(time.time() * 1000) % 251, 120, 60))
+    unseen.paste(astronaut().crop((150, 40, 300, 190)).resize((48, 48)), (8, 8))
+    before = prefix_cache_hits(http)
+    r = analyze(http, image=data_url(unseen, "PNG"), detect=False, attributes=list(ALL_NAMES))
+    assert r.status_code == 200, r.text
+    reused = prefix_cache_hits(http) - before
+    assert reused >= (len(ALL_NAMES) - 1) * PREFIX_BLOCK_TOKENS, reused
+
+
+def test_the_endpoint_question_through_chat_gives_the_same_letter(http: httpx.Client) -> None:
+    """Asked through plain chat completions as /v1/faces/analyze asks it (the crop, the
+    question, one constrained letter, greedy), the model gives the same answer."""
     face = astronaut().crop((130, 20, 320, 210)).resize((64, 64))  # one demo tile
     url = data_url(face, "PNG")
-    analysed = analyze(http, image=url, detect=False)
+    analysed = analyze(http, image=url, detect=False, attributes=["age_group"])
     assert analysed.status_code == 200, analysed.text
-    (expected,) = [f["attributes"] for f in analysed.json()["faces"]]
-    properties: dict[str, object] = schema["properties"]  # type: ignore[assignment]
+    (expected,) = [f["attributes"]["age_group"] for f in analysed.json()["faces"]]
+    choice = multiple_choice("age_group")
     body = {
         "model": "demo",
-        "max_tokens": 256,
+        "max_tokens": 1,
         "temperature": 0,
         "messages": [
             {
                 "role": "user",
                 "content": [
                     {"type": "image_url", "image_url": {"url": url}},
-                    {"type": "text", "text": prompt(list(properties))},
+                    {"type": "text", "text": choice.prompt()},
                 ],
             }
         ],
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "face_attributes", "schema": schema, "strict": True},
-        },
+        "structured_outputs": {"choice": list(choice.letters)},
     }
     r = http.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
-    answer = json.loads(r.json()["choices"][0]["message"]["content"])
-    jsonschema.validate(answer, schema)
-    assert answer == expected
+    letter = r.json()["choices"][0]["message"]["content"]
+    assert attribute("age_group").values[choice.index(letter)] == expected

@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
 TOKENS_PER_TILE = 16  # the demo: 64-px tiles, 8-px patches, pixel shuffle 0.5
 PHONE = (4032, 3024)
+ASKED = "age_group"
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,11 @@ def face(side: int) -> Image.Image:
 
 
 def face_prompt_tokens(http: httpx.Client, image: Image.Image, detect: bool) -> int:
-    body = {"image": data_url(image), "detect": detect, "max_faces": 1}  # usage sums faces
+    """The prompt tokens of one question about one face (usage sums faces and questions)."""
+    body = {"image": data_url(image), "detect": detect, "max_faces": 1, "attributes": [ASKED]}
     r = http.post("/v1/faces/analyze", json=body)
     assert r.status_code == 200, r.text
-    assert r.json()["versions"]["preprocessing"] == "v2:margin=0.25,tile=64x64,tiles=1"
+    assert r.json()["versions"]["preprocessing"] == "v3:margin=0.25,tile=64x64,tiles=1"
     tokens: int = r.json()["usage"]["prompt_tokens"]
     return tokens
 
@@ -51,7 +53,7 @@ def test_a_face_is_one_tile_whatever_its_size(http: httpx.Client) -> None:
     # Found by the detector in a large photo: the crop is cut big, and still sent as one tile.
     detected = face_prompt_tokens(http, astronaut().resize((2400, 2400)), detect=True)
     assert small == large == detected
-    prompt = attributes.prompt(attributes.AttributePolicy.from_names(None).enabled)
+    prompt = attributes.multiple_choice(ASKED).prompt()
     one_tile = chat_prompt_tokens(http, face(64), prompt, detail="low")
     assert small == one_tile
     # Without the resize the large face would have been tiled like a scene: 4 tiles + thumbnail.

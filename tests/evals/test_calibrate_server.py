@@ -29,6 +29,7 @@ from evals.calibration import run_calibrate
 from evals.calibration.fairface import ATTRIBUTES, LabelError
 from evals.calibration.records import RECORDS_FILE
 from evals.client import EvalError
+from model import attributes as attrs
 from model.engine import GenerationRequest, TokenLogprob
 from model.fake_engine import FakeEngine
 from server.app import create_app
@@ -269,24 +270,25 @@ def test_a_wrong_images_dir_fails_before_asking(tmp_path: Path) -> None:
 
 
 class ColourTokens:
-    """The engine's tokens for each face, found by the colour code of the image it is shown:
-    the ANSWERS as JSON, each value one token whose probability is the answer's confidence
-    (all else forced, probability 1), as a grammar-constrained engine would report them."""
+    """The engine's answer to each question, found by the colour code of the image it is shown
+    and the attribute the question asks about: the ANSWERS' value as its option letter, whose
+    probability is the answer's confidence, as a grammar-constrained engine would report it."""
 
     def __init__(self) -> None:
         self.seen: list[int] = []
 
     def __call__(self, request: GenerationRequest) -> list[TokenLogprob]:
-        images = [p for m in request.messages for p in m.parts if not isinstance(p, str)]
-        assert len(images) == 1
-        index = face_index(images[0])
-        self.seen.append(index)
-        tokens, opening = [], "{"
-        for name, (value, confidence) in ANSWERS[index].items():
-            tokens.append(TokenLogprob(f'{opening}"{name}":"', 0.0, ()))
-            tokens.append(TokenLogprob(value, math.log(confidence), ()))
-            opening = '",'
-        return [*tokens, TokenLogprob('"}', 0.0, ())]
+        (message,) = request.messages
+        image, prompt = message.parts
+        assert not isinstance(image, str)
+        index = face_index(image)
+        (name,) = [n for n in ATTRIBUTES if attrs.multiple_choice(n).prompt() == prompt]
+        if name == ATTRIBUTES[0]:
+            self.seen.append(index)  # once per face
+        value, confidence = ANSWERS[index][name]
+        letter = attrs.multiple_choice(name).letters[attrs.attribute(name).values.index(value)]
+        logprob = math.log(confidence)
+        return [TokenLogprob(letter, logprob, ((letter, logprob),))]
 
 
 def test_calibrate_end_to_end_through_the_real_app(
@@ -297,7 +299,8 @@ def test_calibrate_end_to_end_through_the_real_app(
     csv = write_dataset(tmp_path / "fairface")
     tokens = ColourTokens()
     engine = FakeEngine(model_name="FaceLLM-8B", tokens=tokens)
-    app = create_app(Settings(model_cache_dir=tmp_path / "cache"), engine)
+    settings = Settings(model_cache_dir=tmp_path / "cache", attributes=list(attrs.ALL_NAMES))
+    app = create_app(settings, engine)
     out = tmp_path / "out"
     args = ["calibrate", "--data", str(csv), "--out", str(out), "--no-progress", "--bins", "3"]
     with serve(app) as url:

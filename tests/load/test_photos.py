@@ -9,7 +9,7 @@ from PIL import Image
 
 from loadtests.images import jpeg_data_url
 from loadtests.photos import PHOTO_SIZE, PhotoKind, chat_photo, faces_photo, photo_data_urls
-from model.detect import HaarDetector
+from model.detectors import make_detector
 
 SMALL = (320, 240)
 
@@ -48,7 +48,7 @@ def test_full_size_photos_weigh_about_two_megabytes_and_show_two_faces() -> None
     faces, faces_bytes = decode(jpeg_data_url(faces_photo(1_000_000), 90))
     assert chat.size == faces.size == PHOTO_SIZE
     assert 1.5e6 < chat_bytes < 3e6 and 1.5e6 < faces_bytes < 3e6
-    boxes = HaarDetector().detect(faces.convert("RGB"), 8)
+    boxes = make_detector("centerface").detect(faces.convert("RGB"), 8)
     assert len(boxes) == 2
     # One face in each half.
     assert sorted(b.x + b.w // 2 < PHOTO_SIZE[0] // 2 for b in boxes) == [False, True]

@@ -7,15 +7,15 @@ from xgrammar.testing import _is_grammar_accept_string
 from model.attributes import (
     ALL_NAMES,
     ATTRIBUTES,
+    DEFAULT_NAMES,
     PROMPT_VERSION,
     SCHEMA_VERSION,
     AttributeNotServed,
     AttributePolicy,
-    InvalidAnswer,
     UnknownAttribute,
+    attribute,
     json_schema,
-    parse_answer,
-    prompt,
+    multiple_choice,
 )
 
 
@@ -51,8 +51,10 @@ def test_versions_are_dated() -> None:
         assert serial.isdigit()
 
 
-def test_policy_defaults_to_all() -> None:
-    assert AttributePolicy.from_names(None).enabled == ALL_NAMES
+def test_policy_defaults_to_all_but_perceived_race() -> None:
+    assert AttributePolicy.from_names(None).enabled == DEFAULT_NAMES
+    assert set(ALL_NAMES) - set(DEFAULT_NAMES) == {"perceived_race"}
+    assert "perceived_race" in AttributePolicy.from_names(ALL_NAMES).enabled
 
 
 def test_policy_keeps_vocabulary_order() -> None:
@@ -126,40 +128,21 @@ def test_schema_compiles_in_xgrammar_and_accepts_a_valid_answer() -> None:
     assert not _is_grammar_accept_string(grammar, wrong)
 
 
-def test_prompt_lists_fields_values_and_abstention() -> None:
-    text = prompt(["eyewear", "age_group"])
-    assert text == prompt(["age_group", "eyewear"])
-    assert text.index("- age_group:") < text.index("- eyewear:")
-    for word in ("sunglasses", "70+", "uncertain", "not_visible", "JSON"):
-        assert word in text
-    assert "perceived_race" not in text
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_each_value_is_one_option_and_each_letter_maps_back_to_it(name: str) -> None:
+    values = attribute(name).values
+    choice = multiple_choice(name)
+    assert len(choice.options) == len(values) == len(set(choice.options))
+    for letter, value in zip(choice.letters, values, strict=True):
+        assert values[choice.index(letter)] == value
+        assert f"({letter}) {value.replace('_', ' ')}\n" in choice.prompt()
+    assert attribute(name).abstain.replace("_", " ") in choice.options
 
 
-def test_parse_valid_answer() -> None:
-    names = ("age_group", "perceived_gender")
-    answer = parse_answer('{"perceived_gender": "female", "age_group": "20-29"}', names)
-    assert answer == {"age_group": "20-29", "perceived_gender": "female"}
-    assert list(answer) == ["age_group", "perceived_gender"]
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"),
-    [
-        ("not json", "not valid JSON"),
-        ('["age_group"]', "not a JSON object"),
-        ('{"age_group": "20-29"}', "misses keys: eyewear"),
-        ('{"age_group": "20-29", "eyewear": "none", "mood": "ok"}', "unexpected keys: mood"),
-        ('{"age_group": "21", "eyewear": "none"}', "age_group: '21' is not an allowed value"),
-        ('{"age_group": 25, "eyewear": "none"}', "age_group: 25 is not"),
-        ('{"age_group": "20-29", "eyewear": "none", "eyewear": "glasses"}', "duplicate keys"),
-    ],
-)
-def test_parse_rejects(text: str, reason: str) -> None:
-    with pytest.raises(InvalidAnswer, match=reason):
-        parse_answer(text, ["age_group", "eyewear"])
-
-
-def test_parse_error_echoes_at_most_200_chars() -> None:
-    with pytest.raises(InvalidAnswer) as info:
-        parse_answer("x" * 5000, ["age_group"])
-    assert len(str(info.value)) < 300
+def test_every_question_of_a_face_shares_its_opening() -> None:
+    """What comes before the question is the same for every attribute: the prompts of one face
+    share a prefix in the engine's cache."""
+    prompts = [multiple_choice(name).prompt() for name in ALL_NAMES]
+    opening = prompts[0].splitlines()[0]
+    assert all(p.startswith(opening + "\n") for p in prompts)
+    assert len({p.splitlines()[1] for p in prompts}) == len(ALL_NAMES)  # then each its own

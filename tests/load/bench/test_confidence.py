@@ -8,6 +8,7 @@ import pytest
 
 from loadtests.bench import confidence
 from model.fake_engine import FakeEngine
+from server.answers import CONFIDENCE_LOGPROBS
 from server.app import create_app
 from server.config import Settings
 from tests.uvicorn_thread import serve_in_thread
@@ -33,4 +34,4 @@ def test_it_measures_both_sides_on_the_same_photos(
     assert [name for name, _ in measured] == ["plain", "confidence"] * 2
     assert measured[0][1] == measured[1][1] and measured[2][1] == measured[3][1]
     asked = [r.sampling.logprobs for r in engine.requests]
-    assert asked.count(None) == asked.count(20) > 0  # plain and scored requests alike
+    assert asked.count(None) == asked.count(CONFIDENCE_LOGPROBS) > 0  # plain and scored alike
