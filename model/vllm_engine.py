@@ -77,6 +77,15 @@ class VLLMConfig:
         # Frozen all the way down: a read-only copy, whatever mapping it was given.
         object.__setattr__(self, "engine_args", MappingProxyType(dict(self.engine_args)))
 
+    # Pickled for the API processes the supervisor spawns; a read-only mapping is not picklable.
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "engine_args": dict(self.engine_args)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
+
 
 @dataclass(frozen=True)
 class ClientSlot:

@@ -16,7 +16,7 @@ from server.metrics import Metrics
 from server.watchdog import EngineMonitor
 
 if TYPE_CHECKING:
-    from server.supervisor import Member
+    from server.group import Member
 
 
 @dataclass

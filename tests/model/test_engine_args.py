@@ -17,8 +17,8 @@ from model.vllm_engine import (
     build_engine_args,
     check_engine_args,
 )
-from server.app import build_engine
 from server.config import ConfigError, Settings
+from server.engine_setup import build_engine
 
 vllm = pytest.importorskip("vllm")
 

@@ -152,8 +152,8 @@ def test_the_revision_setting_reaches_the_hub_download(
         return str(_model_files(tmp_path / "snapshot"))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    from server.app import build_engine
     from server.config import Settings
+    from server.engine_setup import build_engine
 
     class Stop(Exception):
         pass

@@ -1,0 +1,93 @@
+"""The engine the settings describe: weights resolved, adapters fetched, engine arguments
+checked, then vLLM's configuration, in this process or as a client of a shared engine core."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.engine import Adapter, Engine
+from model.registry import lookup
+from server.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from model.vllm_engine import ClientSlot, VLLMConfig
+
+
+def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine:
+    """The real engine for these settings (vLLM, imported lazily): its own engine core, or,
+    given a `client` slot, a client of the core the supervisor started."""
+    from model.vllm_engine import VLLMEngine
+
+    return VLLMEngine(vllm_config(settings, client))
+
+
+def vllm_config(settings: Settings, client: ClientSlot | None = None) -> VLLMConfig:
+    """What the settings decide about vLLM: weights resolved, adapters fetched, args checked."""
+    from model.vllm_engine import VLLMConfig
+    from model.weights import resolve_weights
+
+    engine_args = checked_engine_args(settings)  # a typo fails now, not after weights load
+    path = resolve_weights(
+        settings.model,
+        cache_dir=settings.model_cache_dir,
+        allow_download=settings.allow_download,
+        revision=settings.model_revision,
+    )
+    return VLLMConfig(
+        model_path=path,
+        served_model_name=settings.served_model_name or served_name(settings.model),
+        tensor_parallel_size=settings.tensor_parallel_size,
+        max_model_len=settings.max_model_len,
+        max_num_seqs=settings.max_num_seqs,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        dtype=settings.dtype,
+        enforce_eager=settings.enforce_eager,
+        max_images_per_prompt=settings.max_images_per_prompt,
+        structured_outputs_backend=settings.structured_outputs_backend,
+        disable_any_whitespace=settings.disable_any_whitespace,
+        stream_interval=settings.stream_interval,
+        engine_args=engine_args,
+        enable_lora=bool(settings.lora_adapters) or settings.allow_runtime_lora,
+        max_loras=settings.max_loras,
+        max_lora_rank=settings.max_lora_rank,
+        adapters=startup_adapters(settings),
+        client=client,
+    )
+
+
+def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
+    """The configured adapters, fetched or built now, before the engine starts."""
+    from model.weights import resolve_adapter
+
+    return tuple(
+        Adapter(
+            name,
+            resolve_adapter(
+                name,
+                source,
+                cache_dir=settings.model_cache_dir,
+                allow_download=settings.allow_download,
+            ),
+        )
+        for name, source in settings.lora_adapters.items()
+    )
+
+
+def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
+    """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know or
+    that a setting already decides."""
+    from model.vllm_engine import EngineArgsError, check_engine_args
+
+    try:
+        return check_engine_args(settings.engine_args)
+    except EngineArgsError as e:
+        raise ConfigError(f"engine_args: {e}") from e
+
+
+def served_name(model: str) -> str:
+    """The id clients see: the registry name, else the hub id or the local directory's name."""
+    if (variant := lookup(model)) is not None:
+        return variant.name
+    return Path(model).name if Path(model).is_dir() else model
