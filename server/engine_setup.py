@@ -12,7 +12,7 @@ from model.registry import lookup
 from server.config import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from model.vllm_engine import ClientSlot, VLLMConfig
+    from model.vllm_args import ClientSlot, VLLMConfig
 
 
 def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine:
@@ -25,7 +25,7 @@ def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine
 
 def vllm_config(settings: Settings, client: ClientSlot | None = None) -> VLLMConfig:
     """What the settings decide about vLLM: weights resolved, adapters fetched, args checked."""
-    from model.vllm_engine import VLLMConfig
+    from model.vllm_args import VLLMConfig
     from model.weights import resolve_weights
 
     engine_args = checked_engine_args(settings)  # a typo fails now, not after weights load
@@ -78,7 +78,7 @@ def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
 def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
     """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know or
     that a setting already decides."""
-    from model.vllm_engine import EngineArgsError, check_engine_args
+    from model.vllm_args import EngineArgsError, check_engine_args
 
     try:
         return check_engine_args(settings.engine_args)

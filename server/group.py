@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.vllm_engine import ClientSlot
+from model.vllm_args import ClientSlot
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
-from model.vllm_engine import ClientSlot, SharedCore, VLLMConfig, VLLMEngine, launch_shared_core
+from model.vllm_args import ClientSlot, VLLMConfig
+from model.vllm_core import SharedCore, launch_shared_core
+from model.vllm_engine import VLLMEngine
 from server.config import Settings
 from server.engine_setup import vllm_config
 from server.group import Member

@@ -3,7 +3,7 @@
 One `EngineFlags` value, read by all four systems: this server (`FACELLM_*` environment), vLLM's
 OpenAI server (its flags), and the two in-process systems, the ceiling (`loadtests.bench.engine`)
 and the HTTP floor (`loadtests.bench.floor`), which take them as `--max-model-len`… and build
-their `VLLMConfig` from them. See model/vllm_engine.py and docs/platform-notes.md.
+their `VLLMConfig` from them. See model/vllm_args.py and docs/platform-notes.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.vllm_engine import VLLMConfig
+from model.vllm_args import VLLMConfig
 
 SERVED_MODEL_NAME = "demo"
 # The engine's CPU settings (a 1-GiB KV cache; vLLM's processes talk over loopback).

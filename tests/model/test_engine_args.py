@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import model.weights
-from model.vllm_engine import (
+from model.vllm_args import (
     MANAGED_ENGINE_ARGS,
     EngineArgsError,
     VLLMConfig,
