@@ -19,43 +19,44 @@ from model.engine import Adapter
 @dataclass(frozen=True)
 class VLLMConfig:
     """What the server decides about the engine; everything else stays vLLM's default unless
-    `engine_args` (checked by `check_engine_args`) sets it."""
+    `engine_args` (checked by `check_engine_args`) sets it. No field has a default: the server's
+    settings hold the defaults, and pass every value on."""
 
     model_path: Path
     served_model_name: str
-    tensor_parallel_size: int = 1
-    max_model_len: int = 4096
-    max_num_seqs: int = 64
-    gpu_memory_utilization: float = 0.9
-    dtype: str = "bfloat16"
-    enforce_eager: bool = False
-    max_images_per_prompt: int = 4
-    structured_outputs_backend: str = "xgrammar"
-    disable_any_whitespace: bool = True
-    stream_interval: int = 1
+    max_images_per_prompt: int
+    structured_outputs_backend: str
+    disable_any_whitespace: bool
     # LoRA: on when adapters are configured or may be loaded at runtime (it sizes buffers).
-    enable_lora: bool = False
-    max_loras: int = 4
-    max_lora_rank: int = 16
-    adapters: tuple[Adapter, ...] = ()  # loaded at start
-    # More AsyncEngineArgs fields, read-only; left out of the hash, since values may be dicts.
-    engine_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    enable_lora: bool
+    max_lora_rank: int
+    adapters: tuple[Adapter, ...]  # loaded at start
+    # Engine arguments the server's settings decide, as vLLM names them, passed on untouched
+    # (`max_model_len`…): a new one needs no field here.
+    passed_on: Mapping[str, Any] = field(hash=False)
+    # The operator's extra AsyncEngineArgs fields. Both read-only; left out of the hash, since
+    # values may be dicts.
+    engine_args: Mapping[str, Any] = field(hash=False)
     # One of several API processes on a shared engine core (`launch_shared_core`); None: this
     # process starts an engine core of its own.
     client: ClientSlot | None = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Frozen all the way down: a read-only copy, whatever mapping it was given.
-        object.__setattr__(self, "engine_args", MappingProxyType(dict(self.engine_args)))
+        # Frozen all the way down: read-only copies, whatever mappings it was given.
+        for name in _MAPPINGS:
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     # Pickled for the API processes the supervisor spawns; a read-only mapping is not picklable.
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "engine_args": dict(self.engine_args)}
+        return {**self.__dict__, **{name: dict(getattr(self, name)) for name in _MAPPINGS}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
             object.__setattr__(self, name, value)
         self.__post_init__()
+
+
+_MAPPINGS = ("passed_on", "engine_args")
 
 
 @dataclass(frozen=True)
@@ -73,44 +74,41 @@ class EngineArgsError(ValueError):
     """An engine argument vLLM does not have, or one the server sets itself."""
 
 
-# The engine arguments `build_engine_args` sets from the server's settings, and those settings:
-# `engine_args` may not set them a second time.
-_FROM_SETTINGS: dict[str, tuple[str, ...]] = {
-    "model": ("model",),
-    "served_model_name": ("served_model_name",),
-    "tensor_parallel_size": ("tensor_parallel_size",),
-    "max_model_len": ("max_model_len",),
-    "max_num_seqs": ("max_num_seqs",),
-    "gpu_memory_utilization": ("gpu_memory_utilization",),
-    "dtype": ("dtype",),
-    "enforce_eager": ("enforce_eager",),
-    "limit_mm_per_prompt": ("max_images_per_prompt",),
-    "structured_outputs_config": ("structured_outputs_backend", "disable_any_whitespace"),
-    "stream_interval": ("stream_interval",),
-    "enable_lora": ("lora_adapters", "allow_runtime_lora"),
-    "max_loras": ("max_loras",),
-    "max_lora_rank": ("max_lora_rank",),
-}
-# Ones the server keeps to itself, and why.
-_SERVER_OWN: dict[str, str] = {
+# The engine arguments `build_engine_args` sets from the config's own fields.
+FROM_CONFIG = frozenset(
+    {
+        "model",
+        "served_model_name",
+        "limit_mm_per_prompt",
+        "structured_outputs_config",
+        "enable_lora",
+        "max_lora_rank",
+    }
+)
+# Ones the engine keeps to itself, and why.
+ENGINE_OWN: dict[str, str] = {
     "enable_log_requests": "the server logs every request itself",
     "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
 }
-MANAGED_ENGINE_ARGS = frozenset(_FROM_SETTINGS) | frozenset(_SERVER_OWN)
 
 
-def check_engine_args(engine_args: Mapping[str, Any]) -> Mapping[str, Any]:
+def check_engine_args(
+    engine_args: Mapping[str, Any], managed: Mapping[str, str]
+) -> Mapping[str, Any]:
     """`engine_args` keyed as AsyncEngineArgs names its fields (kebab-case read as snake_case),
     read-only. An EngineArgsError names the first that vLLM does not know (with the nearest it
-    does) or that the server sets itself (with the setting to use)."""
+    does), or that the server sets itself: `managed` maps those to what to use instead (the
+    caller knows its settings' names), `ENGINE_OWN` says why the rest are the engine's."""
     if not engine_args:
         return MappingProxyType({})  # nothing to check: spare the import
+    refused = {**managed, **ENGINE_OWN}
     known = _engine_arg_names()
     checked: dict[str, Any] = {}
     for name, value in engine_args.items():
         key = name.replace("-", "_")
-        if key in MANAGED_ENGINE_ARGS:
-            raise EngineArgsError(f"{name!r} is set by the server: {_instead(key)}")
+        if key in refused or key in FROM_CONFIG:
+            why = refused.get(key, "a setting decides it")
+            raise EngineArgsError(f"{name!r} is set by the server: {why}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -126,38 +124,26 @@ def _engine_arg_names() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(AsyncEngineArgs) if f.name[0] != "_")
 
 
-def _instead(key: str) -> str:
-    if key in _SERVER_OWN:
-        return _SERVER_OWN[key]
-    flags = [f"FACELLM_{s.upper()} (--{s.replace('_', '-')})" for s in _FROM_SETTINGS[key]]
-    return f"use {' or '.join(flags)} instead"
-
-
 def build_engine_args(c: VLLMConfig) -> Any:
     """The AsyncEngineArgs for `c`: the server's settings, then the checked `engine_args`."""
     from vllm import AsyncEngineArgs
     from vllm.config import StructuredOutputsConfig
 
+    # Checked again: a VLLMConfig may come from elsewhere than the server's settings.
+    extra = check_engine_args(c.engine_args, dict.fromkeys(c.passed_on, "a setting decides it"))
     return AsyncEngineArgs(
         model=str(c.model_path),
         served_model_name=[c.served_model_name],
-        tensor_parallel_size=c.tensor_parallel_size,
-        max_model_len=c.max_model_len,
-        max_num_seqs=c.max_num_seqs,
-        gpu_memory_utilization=c.gpu_memory_utilization,
-        dtype=c.dtype,  # type: ignore[arg-type]  # validated by vLLM
-        enforce_eager=c.enforce_eager,
         limit_mm_per_prompt={"image": c.max_images_per_prompt},
         structured_outputs_config=StructuredOutputsConfig(
             backend=c.structured_outputs_backend,  # type: ignore[arg-type]
             disable_any_whitespace=c.disable_any_whitespace,
         ),
         enable_log_requests=False,
-        stream_interval=c.stream_interval,
         enable_lora=c.enable_lora,
-        max_loras=c.max_loras,
         max_lora_rank=c.max_lora_rank,  # type: ignore[arg-type]  # checked by Settings
-        **check_engine_args(c.engine_args),  # again: a VLLMConfig may come from elsewhere
+        **c.passed_on,
+        **extra,
     )
 
 

@@ -25,36 +25,76 @@ def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine
 
 def vllm_config(settings: Settings, client: ClientSlot | None = None) -> VLLMConfig:
     """What the settings decide about vLLM: weights resolved, adapters fetched, args checked."""
-    from model.vllm_args import VLLMConfig
     from model.weights import resolve_weights
 
-    engine_args = checked_engine_args(settings)  # a typo fails now, not after weights load
+    checked_engine_args(settings)  # a typo fails now, not after weights load
     path = resolve_weights(
         settings.model,
         cache_dir=settings.model_cache_dir,
         allow_download=settings.allow_download,
         revision=settings.model_revision,
     )
+    return engine_config(settings, path, startup_adapters(settings), client)
+
+
+# Settings that are vLLM engine arguments of the same name, passed on as they are: a new engine
+# setting is a `Settings` field and its name here.
+PASSED_ON = (
+    "tensor_parallel_size",
+    "max_model_len",
+    "max_num_seqs",
+    "gpu_memory_utilization",
+    "dtype",
+    "enforce_eager",
+    "stream_interval",
+    "max_loras",
+)
+# The engine arguments VLLMConfig's own fields carry, and the settings that decide them.
+_DECIDED_BY: dict[str, tuple[str, ...]] = {
+    "model": ("model",),
+    "served_model_name": ("served_model_name",),
+    "limit_mm_per_prompt": ("max_images_per_prompt",),
+    "structured_outputs_config": ("structured_outputs_backend", "disable_any_whitespace"),
+    "enable_lora": ("lora_adapters", "allow_runtime_lora"),
+    "max_lora_rank": ("max_lora_rank",),
+}
+
+
+def engine_config(
+    settings: Settings,
+    model_path: Path,
+    adapters: tuple[Adapter, ...] = (),
+    client: ClientSlot | None = None,
+) -> VLLMConfig:
+    """The one place settings become vLLM's configuration (weights already resolved)."""
+    from model.vllm_args import VLLMConfig
+
     return VLLMConfig(
-        model_path=path,
+        model_path=model_path,
         served_model_name=settings.served_model_name or served_name(settings.model),
-        tensor_parallel_size=settings.tensor_parallel_size,
-        max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        dtype=settings.dtype,
-        enforce_eager=settings.enforce_eager,
         max_images_per_prompt=settings.max_images_per_prompt,
         structured_outputs_backend=settings.structured_outputs_backend,
         disable_any_whitespace=settings.disable_any_whitespace,
-        stream_interval=settings.stream_interval,
-        engine_args=engine_args,
         enable_lora=bool(settings.lora_adapters) or settings.allow_runtime_lora,
-        max_loras=settings.max_loras,
         max_lora_rank=settings.max_lora_rank,
-        adapters=startup_adapters(settings),
+        adapters=adapters,
+        passed_on={name: getattr(settings, name) for name in PASSED_ON},
+        engine_args=settings.engine_args,
         client=client,
     )
+
+
+def settings_instead() -> dict[str, str]:
+    """Each engine argument a setting decides → the setting to use instead, as operators spell
+    it (`FACELLM_MAX_MODEL_LEN (--max-model-len)`)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    decided = {**{name: (name,) for name in PASSED_ON}, **_DECIDED_BY}
+    return {
+        arg: "use "
+        + " or ".join(f"{prefix}{s.upper()} (--{s.replace('_', '-')})" for s in settings)
+        + " instead"
+        for arg, settings in decided.items()
+    }
 
 
 def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
@@ -81,7 +121,7 @@ def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
     from model.vllm_args import EngineArgsError, check_engine_args
 
     try:
-        return check_engine_args(settings.engine_args)
+        return check_engine_args(settings.engine_args, settings_instead())
     except EngineArgsError as e:
         raise ConfigError(f"engine_args: {e}") from e
 
