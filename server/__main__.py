@@ -11,7 +11,7 @@ from server.engine_setup import build_engine
 from server.logs import configure_logging
 from server.memory import tune_malloc
 from server.serving import serve_app
-from server.startup import load_settings, startup_errors_reported
+from server.startup import load_settings, preflight, startup_errors_reported
 from server.supervisor import supervise
 
 
@@ -20,8 +20,9 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # vLLM's ZMQ stays on loopback
-    if settings.api_processes > 1:
-        with startup_errors_reported():
+    with startup_errors_reported():
+        preflight(settings)
+        if settings.api_processes > 1:
             sys.exit(supervise(settings))
     sys.exit(serve_app(settings, lambda: build_engine(settings)))
 

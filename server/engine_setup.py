@@ -3,12 +3,12 @@ checked, then vLLM's configuration, in this process or as a client of a shared e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from model.engine import Adapter, Engine
 from model.registry import lookup
+from model.tiles import TilePlan
 from server.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -24,16 +24,20 @@ def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine
 
 
 def vllm_config(settings: Settings, client: ClientSlot | None = None) -> VLLMConfig:
-    """What the settings decide about vLLM: weights resolved, adapters fetched, args checked."""
+    """What the settings decide about vLLM: weights resolved, the model directory checked,
+    adapters fetched. The preflight (server/startup.py) has checked the rest."""
     from model.weights import resolve_weights
 
-    checked_engine_args(settings)  # a typo fails now, not after weights load
     path = resolve_weights(
         settings.model,
         cache_dir=settings.model_cache_dir,
         allow_download=settings.allow_download,
         revision=settings.model_revision,
     )
+    try:
+        TilePlan.from_model_dir(path)  # the engine reads it too: fail here, in one line
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from e
     return engine_config(settings, path, startup_adapters(settings), client)
 
 
@@ -113,17 +117,6 @@ def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
         )
         for name, source in settings.lora_adapters.items()
     )
-
-
-def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
-    """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know or
-    that a setting already decides."""
-    from model.vllm_args import EngineArgsError, check_engine_args
-
-    try:
-        return check_engine_args(settings.engine_args, settings_instead())
-    except EngineArgsError as e:
-        raise ConfigError(f"engine_args: {e}") from e
 
 
 def served_name(model: str) -> str:

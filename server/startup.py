@@ -1,5 +1,10 @@
-"""Startup failures: settings that cannot work, and missing weights, end the process with exit 1
-and one log line that says why (`invalid settings: …`), never a traceback."""
+"""Startup: the settings, the one preflight, and how a startup failure ends the process.
+
+Every setting that cannot work ends the process with exit 1 and one log line that says why
+(`invalid settings: …`), never a traceback, whether it was found while reading the settings (a
+validator on `Settings`, the settings file) or by `preflight`, which checks what needs more than
+the settings' own values before any weights are resolved. Missing weights end it the same way.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,12 @@ from typing import NoReturn
 from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsError
 
+from model.detect import make_detector
+from model.vllm_args import EngineArgsError, check_engine_args
 from model.weights import WeightsNotFound
+from server.auth import admin_keys, load_keys
 from server.config import ConfigError, Settings
+from server.engine_setup import settings_instead
 from server.logs import configure_logging
 from server.watchdog import ExitCode
 
@@ -60,3 +69,18 @@ def startup_errors_reported() -> Iterator[None]:
         exit_startup_failure(f"invalid settings: {e}")
     except WeightsNotFound as e:  # its message says what was tried and which setting to change
         exit_startup_failure(str(e))
+
+
+def preflight(settings: Settings) -> None:
+    """The checks that need the disk or vLLM, all before any weights are resolved: the keys
+    file and the admin key against it, the engine arguments against vLLM's, the face detector's
+    model. A ConfigError names what is wrong."""
+    admin_keys(settings, load_keys(settings))
+    try:
+        check_engine_args(settings.engine_args, settings_instead())
+    except EngineArgsError as e:
+        raise ConfigError(f"engine_args: {e}") from e
+    try:
+        make_detector(settings.face_detector, settings.yunet_model_path)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise ConfigError(f"face_detector: {e}") from e

@@ -20,7 +20,8 @@ from model.vllm_args import (
     check_engine_args,
 )
 from server.config import ConfigError, Settings
-from server.engine_setup import build_engine, engine_config, settings_instead
+from server.engine_setup import engine_config, settings_instead
+from server.startup import preflight
 
 vllm = pytest.importorskip("vllm")
 
@@ -114,7 +115,7 @@ def test_config_keeps_engine_args_read_only_and_stays_hashable() -> None:
         c.engine_args["seed"] = 2  # type: ignore[index]
 
 
-def test_build_engine_refuses_a_typo_before_resolving_weights(
+def test_the_preflight_refuses_a_typo_before_resolving_weights(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def resolve_weights(*args: object, **kwargs: object) -> Path:
@@ -123,4 +124,4 @@ def test_build_engine_refuses_a_typo_before_resolving_weights(
     monkeypatch.setattr(model.weights, "resolve_weights", resolve_weights)
     settings = Settings(model_cache_dir=tmp_path, engine_args={"kv_cache_dtyp": "fp8"})
     with pytest.raises(ConfigError, match=r"engine_args: 'kv_cache_dtyp'.*'kv_cache_dtype'"):
-        build_engine(settings)
+        preflight(settings)
