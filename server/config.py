@@ -1,4 +1,4 @@
-"""Settings: the one place that reads the environment.
+"""Settings: every setting of the server, from the CLI, the environment and the settings file.
 
 Every field is a `FACELLM_<NAME>` environment variable and a `--<name>` CLI flag (kebab-case),
 and a key of the YAML file `--config` names. Precedence: CLI flags > environment > the file >
@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         32 * 1024,
         ge=1024,
-        description="Largest request line plus headers; past it, 400 and the connection closes.",
+        description="Largest request line plus headers; past it, 431 and the connection closes.",
     )
     body_idle_timeout_s: float = Field(
         15.0,

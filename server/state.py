@@ -32,11 +32,6 @@ class AppState:
     monitor: EngineMonitor = field(default_factory=EngineMonitor)
     member: Member | None = None  # one of several API processes (server/supervisor.py)
 
-    @property
-    def engine_dead(self) -> bool:
-        """Dead or stalled: the engine has a verdict, and the process is on its way out."""
-        return self.monitor.verdict is not None
-
 
 # `async def`, though they never await: FastAPI runs plain `def` dependencies in a thread pool,
 # a hand-off that costs more than the lookup on every request.
