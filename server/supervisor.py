@@ -127,7 +127,7 @@ class _Group:
                 return ExitCode.ENGINE_DEAD
             if self.drain_deadline is not None:
                 if all(not p.is_alive() for p in self.processes):
-                    return max((p.exitcode or 0 for p in self.processes), default=0)
+                    return max((_drained(p.exitcode) for p in self.processes), default=0)
                 if time.monotonic() > self.drain_deadline:
                     self.stop(_STOP_GRACE_S)
                     return ExitCode.CLEAN
@@ -154,6 +154,12 @@ class _Group:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
+
+
+def _drained(code: int | None) -> int:
+    """An API process's exit code after a drain; one killed by a signal (a negative code, which
+    would make no exit status) did not drain."""
+    return ExitCode.API_PROCESS_LOST if code is not None and code < 0 else code or 0
 
 
 def _listen(host: str, port: int) -> socket.socket:
