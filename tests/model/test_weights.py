@@ -91,7 +91,7 @@ def test_registry_name_offline_and_not_cached_says_which_setting(tmp_path: Path)
         resolve_weights("FaceLLM-8B", cache_dir=tmp_path, allow_download=False)
     message = str(err.value)
     assert "'Idiap/FaceLLM-8B'" in message
-    assert "FACELLM_ALLOW_DOWNLOAD=true" in message
+    assert "allow_download=true" in message
     assert str(tmp_path / "hub") in message
 
 
@@ -136,7 +136,7 @@ def test_pinned_revision_resolves_that_snapshot_and_no_other(tmp_path: Path) -> 
         "Idiap/FaceLLM-8B", cache_dir=tmp_path, allow_download=False, revision=COMMIT
     )
     assert got.resolve() == pinned.resolve()
-    with pytest.raises(WeightsNotFound, match="FACELLM_ALLOW_DOWNLOAD=true"):
+    with pytest.raises(WeightsNotFound, match="allow_download=true"):
         resolve_weights(
             "Idiap/FaceLLM-8B", cache_dir=tmp_path, allow_download=False, revision="f" * 40
         )
