@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -88,9 +88,31 @@ def create_app(settings: Settings, engine: Engine, member: Member | None = None)
     several API processes over a shared engine core."""
     app_metrics = Metrics(engine.model_name)
     admission = Admission(settings.max_concurrent_requests)
+    app = FastAPI(
+        title="FaceLLM Serve",
+        version="0.1.0",
+        description="OpenAI-compatible serving of FaceLLM face-understanding models, with "
+        "structured, schema-valid face attributes.",
+        lifespan=lifespan(settings, engine, app_metrics, admission, member),
+    )
+    register_error_handlers(app)
+    include_routers(app, settings)
+    add_middleware(app, settings, app_metrics, admission, member)
+    return app
+
+
+def lifespan(
+    settings: Settings,
+    engine: Engine,
+    app_metrics: Metrics,
+    admission: Admission,
+    member: Member | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the app holds, built, and the engine and its watchdog started, before serving;
+    all stopped after."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         # trust_env=False: image fetches never go through proxies named in the environment.
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http_client:
             state = build_state(settings, engine, http_client, app_metrics, admission)
@@ -124,14 +146,11 @@ def create_app(settings: Settings, engine: Engine, member: Member | None = None)
                 await watchdog.stop()
                 await shutdown_engine(engine, state.monitor, settings.engine_dead_exit_s)
 
-    app = FastAPI(
-        title="FaceLLM Serve",
-        version="0.1.0",
-        description="OpenAI-compatible serving of FaceLLM face-understanding models, with "
-        "structured, schema-valid face attributes.",
-        lifespan=lifespan,
-    )
-    register_error_handlers(app)
+    return serving
+
+
+def include_routers(app: FastAPI, settings: Settings) -> None:
+    """The routes, each behind the keys it needs (the probes behind none)."""
     user_keys = load_keys(settings)
     auth = [Depends(APIKeyAuth(user_keys))]
     for router in (chat.router, faces.router, models.router):
@@ -141,6 +160,16 @@ def create_app(settings: Settings, engine: Engine, member: Member | None = None)
         app.include_router(adapters.router, dependencies=[Depends(admin)])
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
+
+
+def add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    app_metrics: Metrics,
+    admission: Admission,
+    member: Member | None,
+) -> None:
+    """Admission inside, the request context (id, clocks, body cap, metrics) around it."""
     routes = route_table(app)
     app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics, routes=routes)
     clocks = ClientClocks(
@@ -157,7 +186,6 @@ def create_app(settings: Settings, engine: Engine, member: Member | None = None)
         routes=routes,
         process=None if member is None else member.index,
     )
-    return app
 
 
 def route_table(app: FastAPI) -> RouteTable:
