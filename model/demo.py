@@ -3,7 +3,7 @@
 InternVL3 in Hugging Face format (InternViT-style vision tower, pixel-shuffle projector, Qwen2 text
 model) with random weights and a byte-level BPE tokenizer trained here on generated face/JSON text.
 Its answers are meaningless, but it loads through the same code paths as the real weights (vLLM,
-transformers, the InternVL processor), so every test and `FACELLM_MODEL=demo` exercises the real
+transformers, the InternVL processor), so every test and the `demo` model setting exercises the real
 serving stack without a GPU or a model hub. Files mirror `OpenGVLab/InternVL3-1B-hf`: same special
 tokens, tokenizer attributes, chat template and processor classes.
 """

@@ -1,22 +1,18 @@
 """The vLLM engine, in-process: `AsyncLLM` behind the `Engine` interface.
 
-This is the only module that imports vLLM, and it does so inside methods, so the rest of the
-project (and its fast tests) import cleanly without vLLM installed. EngineCore and its workers run
-as vLLM's own subprocesses; continuous batching and tensor parallelism are vLLM's.
+Only the `model/vllm_*.py` modules import vLLM (its arguments in `vllm_args`, the shared engine
+core in `vllm_core`, the engine here), and only inside functions, so the rest of the project (and
+its fast tests) import cleanly without vLLM installed. EngineCore and its workers run as vLLM's
+own subprocesses; continuous batching and tensor parallelism are vLLM's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import difflib
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from PIL import Image
@@ -41,204 +37,9 @@ from model.engine import (
     UnknownAdapter,
 )
 from model.tiles import TilePlan
+from model.vllm_args import VLLMConfig, build_engine_args, engine_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class VLLMConfig:
-    """What the server decides about the engine; everything else stays vLLM's default unless
-    `engine_args` (checked by `check_engine_args`) sets it."""
-
-    model_path: Path
-    served_model_name: str
-    tensor_parallel_size: int = 1
-    max_model_len: int = 4096
-    max_num_seqs: int = 64
-    gpu_memory_utilization: float = 0.9
-    dtype: str = "bfloat16"
-    enforce_eager: bool = False
-    max_images_per_prompt: int = 4
-    structured_outputs_backend: str = "xgrammar"
-    disable_any_whitespace: bool = True
-    stream_interval: int = 1
-    # LoRA: on when adapters are configured or may be loaded at runtime (it sizes buffers).
-    enable_lora: bool = False
-    max_loras: int = 4
-    max_lora_rank: int = 16
-    adapters: tuple[Adapter, ...] = ()  # loaded at start
-    # More AsyncEngineArgs fields, read-only; left out of the hash, since values may be dicts.
-    engine_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    # One of several API processes on a shared engine core (`launch_shared_core`); None: this
-    # process starts an engine core of its own.
-    client: ClientSlot | None = field(default=None, hash=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Frozen all the way down: a read-only copy, whatever mapping it was given.
-        object.__setattr__(self, "engine_args", MappingProxyType(dict(self.engine_args)))
-
-
-@dataclass(frozen=True)
-class ClientSlot:
-    """An API process's place on a shared engine core: vLLM's client addresses (ZMQ sockets and
-    queues that a spawned process inherits), how many clients share the core, and which this is.
-    """
-
-    addresses: dict[str, Any]
-    count: int
-    index: int
-
-
-class EngineArgsError(ValueError):
-    """An engine argument vLLM does not have, or one the server sets itself."""
-
-
-# The engine arguments `build_engine_args` sets from the server's settings, and those settings:
-# `engine_args` may not set them a second time.
-_FROM_SETTINGS: dict[str, tuple[str, ...]] = {
-    "model": ("model",),
-    "served_model_name": ("served_model_name",),
-    "tensor_parallel_size": ("tensor_parallel_size",),
-    "max_model_len": ("max_model_len",),
-    "max_num_seqs": ("max_num_seqs",),
-    "gpu_memory_utilization": ("gpu_memory_utilization",),
-    "dtype": ("dtype",),
-    "enforce_eager": ("enforce_eager",),
-    "limit_mm_per_prompt": ("max_images_per_prompt",),
-    "structured_outputs_config": ("structured_outputs_backend", "disable_any_whitespace"),
-    "stream_interval": ("stream_interval",),
-    "enable_lora": ("lora_adapters", "allow_runtime_lora"),
-    "max_loras": ("max_loras",),
-    "max_lora_rank": ("max_lora_rank",),
-}
-# Ones the server keeps to itself, and why.
-_SERVER_OWN: dict[str, str] = {
-    "enable_log_requests": "the server logs every request itself",
-    "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
-}
-MANAGED_ENGINE_ARGS = frozenset(_FROM_SETTINGS) | frozenset(_SERVER_OWN)
-
-
-def check_engine_args(engine_args: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`engine_args` keyed as AsyncEngineArgs names its fields (kebab-case read as snake_case),
-    read-only. An EngineArgsError names the first that vLLM does not know (with the nearest it
-    does) or that the server sets itself (with the setting to use)."""
-    if not engine_args:
-        return MappingProxyType({})  # nothing to check: spare the import
-    known = _engine_arg_names()
-    checked: dict[str, Any] = {}
-    for name, value in engine_args.items():
-        key = name.replace("-", "_")
-        if key in MANAGED_ENGINE_ARGS:
-            raise EngineArgsError(f"{name!r} is set by the server: {_instead(key)}")
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise EngineArgsError(f"{name!r} is not a vLLM engine argument{hint}")
-        checked[key] = value
-    return MappingProxyType(checked)
-
-
-def _engine_arg_names() -> frozenset[str]:
-    # ≈ 7 s on a first import (torch, vLLM's configs), which start() would pay anyway.
-    from vllm import AsyncEngineArgs
-
-    return frozenset(f.name for f in dataclasses.fields(AsyncEngineArgs) if f.name[0] != "_")
-
-
-def _instead(key: str) -> str:
-    if key in _SERVER_OWN:
-        return _SERVER_OWN[key]
-    flags = [f"FACELLM_{s.upper()} (--{s.replace('_', '-')})" for s in _FROM_SETTINGS[key]]
-    return f"use {' or '.join(flags)} instead"
-
-
-def build_engine_args(c: VLLMConfig) -> Any:
-    """The AsyncEngineArgs for `c`: the server's settings, then the checked `engine_args`."""
-    from vllm import AsyncEngineArgs
-    from vllm.config import StructuredOutputsConfig
-
-    return AsyncEngineArgs(
-        model=str(c.model_path),
-        served_model_name=[c.served_model_name],
-        tensor_parallel_size=c.tensor_parallel_size,
-        max_model_len=c.max_model_len,
-        max_num_seqs=c.max_num_seqs,
-        gpu_memory_utilization=c.gpu_memory_utilization,
-        dtype=c.dtype,  # type: ignore[arg-type]  # validated by vLLM
-        enforce_eager=c.enforce_eager,
-        limit_mm_per_prompt={"image": c.max_images_per_prompt},
-        structured_outputs_config=StructuredOutputsConfig(
-            backend=c.structured_outputs_backend,  # type: ignore[arg-type]
-            disable_any_whitespace=c.disable_any_whitespace,
-        ),
-        enable_log_requests=False,
-        stream_interval=c.stream_interval,
-        enable_lora=c.enable_lora,
-        max_loras=c.max_loras,
-        max_lora_rank=c.max_lora_rank,  # type: ignore[arg-type]  # checked by Settings
-        **check_engine_args(c.engine_args),  # again: a VLLMConfig may come from elsewhere
-    )
-
-
-def engine_config(c: VLLMConfig, clients: int, rank: int) -> Any:
-    """vLLM's engine config as `clients` API processes see it (`rank` -1: the launcher's)."""
-    from vllm.usage.usage_lib import UsageContext
-
-    args = build_engine_args(c)
-    args._api_process_count, args._api_process_rank = clients, rank
-    return args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
-
-
-@dataclass
-class SharedCore:
-    """vLLM's engine core, started for several API processes (`launch_shared_core`)."""
-
-    manager: Any  # vLLM's CoreEngineProcManager
-    listeners: Any  # vLLM's EngineZmqListeners: the core's ends of the clients' sockets
-
-    @property
-    def sentinels(self) -> list[int]:
-        """To wait on: one becomes ready when an engine core process ends."""
-        return [process.sentinel for process in self.manager.processes]
-
-    def shutdown(self, timeout_s: float) -> None:
-        self.manager.shutdown(timeout=timeout_s)
-        self.listeners.cleanup()
-        self.listeners = None  # released now, not at interpreter exit (its __del__ then fails)
-
-
-def launch_shared_core(
-    c: VLLMConfig, clients: int, spawn: Callable[[list[ClientSlot]], list[Any]]
-) -> SharedCore:
-    """Start one engine core for `clients` API processes, as `vllm serve --api-server-count`
-    does: bind the core's ZMQ listeners, launch the core, and have `spawn` start the API
-    processes (given a slot each; returns them) while the core loads. Returns once the core is
-    up; the processes connect by themselves, and the core's start fails if one exits first."""
-    from vllm.v1.engine.utils import bind_engine_zmq_listeners, launch_core_engines
-    from vllm.v1.executor import Executor
-
-    vllm_config = engine_config(c, clients, -1)
-    listeners = bind_engine_zmq_listeners(vllm_config, clients)
-    executor = Executor.get_class(vllm_config)
-    with launch_core_engines(vllm_config, executor, True, listeners.addresses) as launch:
-        slots = []
-        for index, (inputs, outputs) in enumerate(
-            zip(listeners.inputs, listeners.outputs, strict=True)
-        ):
-            addresses: dict[str, Any] = {
-                "input_address": inputs.address,
-                "output_address": outputs.address,
-                "input_listener": inputs.socket,
-                "output_listener": outputs.socket,
-            }
-            if launch.tensor_queue is not None:
-                addresses["tensor_queue"] = launch.tensor_queue
-            slots.append(ClientSlot(addresses, clients, index))
-        launch.watched_frontend_processes = spawn(slots)
-        for listener in (*listeners.inputs, *listeners.outputs):
-            listener.close()  # the API processes hold them now
-    return SharedCore(launch.engine_manager, listeners)
 
 
 def to_hf_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

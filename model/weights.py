@@ -35,7 +35,7 @@ def resolve_weights(
     variant = lookup(model)
     if variant is None and not _is_repo_id(model):
         raise WeightsNotFound(
-            f"FACELLM_MODEL={model!r}: no such directory, and neither a known model "
+            f"model {model!r}: no such directory, and neither a known model "
             f"({', '.join(VARIANTS)}) nor a hub id like 'Idiap/FaceLLM-1B'."
         )
     repo_id = variant.hub_id if variant is not None and variant.hub_id else model
@@ -81,12 +81,12 @@ def _model_dir(path: Path) -> Path:
         return found[0]
     if not found:
         raise WeightsNotFound(
-            f"{path} holds no {_CONFIG}, directly or in a subfolder; point FACELLM_MODEL at the "
-            "directory of an HF-format InternVL model."
+            f"{path} holds no {_CONFIG}, directly or in a subfolder; point the model setting "
+            "at the directory of an HF-format InternVL model."
         )
     names = ", ".join(sub.name for sub in found)
     raise WeightsNotFound(
-        f"{path} has several model subfolders ({names}); set FACELLM_MODEL to the one to serve."
+        f"{path} has several model subfolders ({names}); set the model setting to the one to serve."
     )
 
 
@@ -108,8 +108,8 @@ def _snapshot(
         )
     except LocalEntryNotFoundError as exc:
         if not allow_download:
-            why = "downloads are off (FACELLM_ALLOW_DOWNLOAD=false)"
-            fix = "set FACELLM_ALLOW_DOWNLOAD=true (--allow-download)"
+            why = "downloads are off (allow_download=false)"
+            fix = "set allow_download=true"
         elif constants.HF_HUB_OFFLINE:
             why = "HF_HUB_OFFLINE is set"
             fix = "unset HF_HUB_OFFLINE"
@@ -118,11 +118,11 @@ def _snapshot(
             fix = "check network access to the hub"
         raise WeightsNotFound(
             f"Weights for {repo_id!r} are not in the cache {hub_cache} and {why}. Either {fix}, "
-            "pre-fill that cache (FACELLM_MODEL_CACHE_DIR), or set FACELLM_MODEL to a local "
-            "directory with the weights (or to `demo`)."
+            "pre-fill that cache (model_cache_dir), or set the model setting to a "
+            "local directory with the weights (or to `demo`)."
         ) from exc
     except HFValidationError as exc:
-        raise WeightsNotFound(f"FACELLM_MODEL={repo_id!r} is not a valid hub id: {exc}") from exc
+        raise WeightsNotFound(f"model {repo_id!r} is not a valid hub id: {exc}") from exc
     except HfHubHTTPError as exc:
         raise WeightsNotFound(
             f"The hub refused {repo_id!r}: {exc}. Check the id, and HF_TOKEN for gated or "

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
@@ -17,14 +15,14 @@ from starlette.routing import Route
 
 from model.attributes import AttributePolicy
 from model.detectors import make_detector
-from model.engine import Adapter, Engine
-from model.registry import lookup
+from model.engine import Engine
 from server.admission import Admission
 from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
 from server.chat import ChatLimits, ChatService
-from server.config import ConfigError, Settings
+from server.config import Settings
 from server.errors import register_error_handlers
 from server.faces import FaceOptions, FacesService
+from server.group import Member
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
 from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
@@ -32,89 +30,7 @@ from server.routes import adapters, chat, faces, health, metrics, models
 from server.state import AppState
 from server.watchdog import EngineMonitor, Watchdog, shutdown_engine
 
-if TYPE_CHECKING:
-    from model.vllm_engine import ClientSlot, VLLMConfig
-    from server.supervisor import Member
-
 log = logging.getLogger(__name__)
-
-
-def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine:
-    """The real engine for these settings (vLLM, imported lazily): its own engine core, or,
-    given a `client` slot, a client of the core the supervisor started."""
-    from model.vllm_engine import VLLMEngine
-
-    return VLLMEngine(vllm_config(settings, client))
-
-
-def vllm_config(settings: Settings, client: ClientSlot | None = None) -> VLLMConfig:
-    """What the settings decide about vLLM: weights resolved, adapters fetched, args checked."""
-    from model.vllm_engine import VLLMConfig
-    from model.weights import resolve_weights
-
-    engine_args = checked_engine_args(settings)  # a typo fails now, not after weights load
-    path = resolve_weights(
-        settings.model,
-        cache_dir=settings.model_cache_dir,
-        allow_download=settings.allow_download,
-        revision=settings.model_revision,
-    )
-    return VLLMConfig(
-        model_path=path,
-        served_model_name=settings.served_model_name or served_name(settings.model),
-        tensor_parallel_size=settings.tensor_parallel_size,
-        max_model_len=settings.max_model_len,
-        max_num_seqs=settings.max_num_seqs,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        dtype=settings.dtype,
-        enforce_eager=settings.enforce_eager,
-        max_images_per_prompt=settings.max_images_per_prompt,
-        structured_outputs_backend=settings.structured_outputs_backend,
-        disable_any_whitespace=settings.disable_any_whitespace,
-        stream_interval=settings.stream_interval,
-        engine_args=engine_args,
-        enable_lora=bool(settings.lora_adapters) or settings.allow_runtime_lora,
-        max_loras=settings.max_loras,
-        max_lora_rank=settings.max_lora_rank,
-        adapters=startup_adapters(settings),
-        client=client,
-    )
-
-
-def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
-    """The configured adapters, fetched or built now, before the engine starts."""
-    from model.weights import resolve_adapter
-
-    return tuple(
-        Adapter(
-            name,
-            resolve_adapter(
-                name,
-                source,
-                cache_dir=settings.model_cache_dir,
-                allow_download=settings.allow_download,
-            ),
-        )
-        for name, source in settings.lora_adapters.items()
-    )
-
-
-def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
-    """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know or
-    that a setting already decides."""
-    from model.vllm_engine import EngineArgsError, check_engine_args
-
-    try:
-        return check_engine_args(settings.engine_args)
-    except EngineArgsError as e:
-        raise ConfigError(f"engine_args: {e}") from e
-
-
-def served_name(model: str) -> str:
-    """The id clients see: the registry name, else the hub id or the local directory's name."""
-    if (variant := lookup(model)) is not None:
-        return variant.name
-    return Path(model).name if Path(model).is_dir() else model
 
 
 def build_state(
@@ -171,32 +87,51 @@ def build_state(
     )
 
 
-def create_app(
-    settings: Settings, engine: Engine | None = None, member: Member | None = None
-) -> FastAPI:
-    """Build the app; without an engine, the real one from settings (as a client of the shared
-    engine core when this is one `member` of several API processes)."""
-    eng = engine or build_engine(settings, member.client if member else None)
-    app_metrics = Metrics(eng.model_name)
+def create_app(settings: Settings, engine: Engine, member: Member | None = None) -> FastAPI:
+    """Build the app over `engine`, started and stopped by the app's lifespan; `member`: one of
+    several API processes over a shared engine core."""
+    app_metrics = Metrics(engine.model_name)
     admission = Admission(settings.max_concurrent_requests)
+    app = FastAPI(
+        title="FaceLLM Serve",
+        version="0.1.0",
+        description="OpenAI-compatible serving of FaceLLM face-understanding models, with "
+        "structured, schema-valid face attributes.",
+        lifespan=lifespan(settings, engine, app_metrics, admission, member),
+    )
+    register_error_handlers(app)
+    include_routers(app, settings)
+    add_middleware(app, settings, app_metrics, admission, member)
+    return app
+
+
+def lifespan(
+    settings: Settings,
+    engine: Engine,
+    app_metrics: Metrics,
+    admission: Admission,
+    member: Member | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the app holds, built, and the engine and its watchdog started, before serving;
+    all stopped after."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         # trust_env=False: image fetches never go through proxies named in the environment.
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as http_client:
-            state = build_state(settings, eng, http_client, app_metrics, admission)
+            state = build_state(settings, engine, http_client, app_metrics, admission)
             app_metrics.bind(
                 in_flight=lambda: admission.in_flight,
                 pre_engine=lambda: admission.pre_engine,
-                engine_waiting=engine_waiting(eng, member),
+                engine_waiting=engine_waiting(engine, member),
                 decodes_waiting=lambda: state.chat.images.budget.waiting,
                 pixels_reserved=lambda: state.chat.images.budget.reserved,
             )
             state.member = member
             app.state.facellm = state
-            await eng.start()
+            await engine.start()
             watchdog = Watchdog(
-                eng, state.monitor, settings.engine_dead_exit_s, settings.engine_stall_timeout_s
+                engine, state.monitor, settings.engine_dead_exit_s, settings.engine_stall_timeout_s
             )
             watchdog.start()
             pushing = asyncio.create_task(app_metrics.keep_live()) if member else None
@@ -204,7 +139,7 @@ def create_app(
                 state.ready = True
                 if member is not None:
                     member.mark(ready=True)
-                log.info("ready", extra={"model": eng.model_name})
+                log.info("ready", extra={"model": engine.model_name})
                 yield
             finally:
                 state.ready = False
@@ -213,16 +148,13 @@ def create_app(
                 if pushing is not None:
                     pushing.cancel()
                 await watchdog.stop()
-                await shutdown_engine(eng, state.monitor, settings.engine_dead_exit_s)
+                await shutdown_engine(engine, state.monitor, settings.engine_dead_exit_s)
 
-    app = FastAPI(
-        title="FaceLLM Serve",
-        version="0.1.0",
-        description="OpenAI-compatible serving of FaceLLM face-understanding models, with "
-        "structured, schema-valid face attributes.",
-        lifespan=lifespan,
-    )
-    register_error_handlers(app)
+    return serving
+
+
+def include_routers(app: FastAPI, settings: Settings) -> None:
+    """The routes, each behind the keys it needs (the probes behind none)."""
     user_keys = load_keys(settings)
     auth = [Depends(APIKeyAuth(user_keys))]
     for router in (chat.router, faces.router, models.router):
@@ -232,6 +164,16 @@ def create_app(
         app.include_router(adapters.router, dependencies=[Depends(admin)])
     app.include_router(health.router)
     app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
+
+
+def add_middleware(
+    app: FastAPI,
+    settings: Settings,
+    app_metrics: Metrics,
+    admission: Admission,
+    member: Member | None,
+) -> None:
+    """Admission inside, the request context (id, clocks, body cap, metrics) around it."""
     routes = route_table(app)
     app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics, routes=routes)
     clocks = ClientClocks(
@@ -248,7 +190,6 @@ def create_app(
         routes=routes,
         process=None if member is None else member.index,
     )
-    return app
 
 
 def route_table(app: FastAPI) -> RouteTable:

@@ -12,26 +12,24 @@ from pathlib import Path
 
 from fastapi import Request
 
-from server.config import Settings
+from server.config import ConfigError, Settings
 from server.errors import AuthenticationFailed
 
 
 def load_keys(settings: Settings) -> tuple[bytes, ...]:
-    """Every accepted key. Refuses, before anything serves, a configuration that would let an
-    empty `Authorization: Bearer` through or quietly turn auth off."""
-    keys = []
-    for i, secret in enumerate(settings.api_keys):
-        key = secret.get_secret_value().strip()
-        if not key:
-            raise ValueError(f"api_keys[{i}] is empty or whitespace: every API key needs text")
-        keys.append(key)
+    """Every accepted key (Settings made sure none is blank). A ConfigError refuses, before
+    anything serves, a keys file that cannot be read or that would quietly turn auth off."""
+    keys = [secret.get_secret_value().strip() for secret in settings.api_keys]
     if settings.api_keys_file is not None:
         path = Path(settings.api_keys_file)
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        try:
+            lines = [line.strip() for line in path.read_text().splitlines()]
+        except OSError as e:
+            raise ConfigError(f"api_keys_file {path}: {e.strerror or e}") from e
         from_file = [line for line in lines if line and not line.startswith("#")]
         if not from_file:
             # A mounted Secret that came out blank must not mean "no auth".
-            raise ValueError(f"api_keys_file {path} holds no API key (only blank or # lines)")
+            raise ConfigError(f"api_keys_file {path} holds no API key (only blank or # lines)")
         keys += from_file
     return tuple(k.encode() for k in keys)
 
@@ -40,20 +38,17 @@ def metrics_keys(settings: Settings) -> tuple[bytes, ...]:
     """The key /metrics asks for, as `APIKeyAuth` takes keys: none when /metrics is open."""
     if settings.metrics_api_key is None:
         return ()
-    key = settings.metrics_api_key.get_secret_value().strip()
-    if not key:
-        raise ValueError("metrics_api_key is empty or whitespace: unset it to leave /metrics open")
-    return (key.encode(),)
+    return (settings.metrics_api_key.get_secret_value().strip().encode(),)
 
 
 def admin_keys(settings: Settings, user_keys: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    """The key the admin endpoints ask for; it must not also open the user endpoints (keys from
-    `api_keys_file` are only known here, after the file was read)."""
+    """The key the admin endpoints ask for. The one place of the admin-key rule: it must not
+    also open the user endpoints, so it differs from every key, the keys file's included."""
     if settings.admin_api_key is None:
         return ()
     key = settings.admin_api_key.get_secret_value().strip().encode()
     if not key or key in user_keys:
-        raise ValueError("admin_api_key must be non-empty and differ from every API key")
+        raise ConfigError("admin_api_key must be non-empty and differ from every API key")
     return (key,)
 
 

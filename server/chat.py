@@ -23,12 +23,11 @@ from model.engine import (
     SamplingOptions,
     TokenLogprob,
 )
-from model.tiles import TilePlan
 from server import protocol as p
 from server.capabilities import refuse_unsupported, refuse_unsupported_in_messages
 from server.errors import APIError, InternalError, InvalidRequest
 from server.generation import resolve_model, run_generation
-from server.media import ImageLoader, Need
+from server.media import ImageLoader, tile_canvas
 from server.structured import structured_output
 from server.watchdog import EngineMonitor
 
@@ -58,10 +57,10 @@ class ChatService:
         self.limits = limits
         self.images = images
         plan = engine.tiles
-        auto = _canvas(plan, limits.max_tiles)
+        auto = tile_canvas(plan, limits.max_tiles)
         # OpenAI's `detail`, in tiles: low is one, high is all the model can take.
-        high = _canvas(plan, None)
-        self._needs = {"low": _canvas(plan, 1), "high": high, "original": high, "auto": auto}
+        high = tile_canvas(plan, None)
+        self._needs = {"low": tile_canvas(plan, 1), "high": high, "original": high, "auto": auto}
 
     async def prepare(
         self, req: p.ChatCompletionRequest, image_log: list[dict[str, object]] | None = None
@@ -329,12 +328,6 @@ def _part(part: p.ContentPart) -> str | None:
     if isinstance(part, p.RefusalPart):
         return part.refusal
     raise AssertionError(f"{part.type} parts are refused before rendering")
-
-
-def _canvas(plan: TilePlan, tiles: int | None) -> Need:
-    """Held at the canvas the processor would resize to under this tile budget; handed over at
-    that size, the image gets exactly that many tiles (see model/tiles.py)."""
-    return Need(lambda size: plan.canvas(size, tiles), exact=True)
 
 
 def _collect_parts(

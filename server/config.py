@@ -1,4 +1,4 @@
-"""Settings: the one place that reads the environment.
+"""Settings: every setting of the server, from the CLI, the environment and the settings file.
 
 Every field is a `FACELLM_<NAME>` environment variable and a `--<name>` CLI flag (kebab-case),
 and a key of the YAML file `--config` names. Precedence: CLI flags > environment > the file >
@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.types import Traversable
 
-from model.attributes import attribute
+from model.attributes import AttributePolicy, attribute
 
 
 class Settings(BaseSettings):
@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         32 * 1024,
         ge=1024,
-        description="Largest request line plus headers; past it, 400 and the connection closes.",
+        description="Largest request line plus headers; past it, 431 and the connection closes.",
     )
     body_idle_timeout_s: float = Field(
         15.0,
@@ -339,9 +339,29 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _thresholds_name_attributes(self) -> Self:
+    def _attributes_known(self) -> Self:
+        AttributePolicy.from_names(self.attributes)  # a ValueError names what is wrong
         for name in self.min_confidence:
             attribute(name)  # UnknownAttribute (a ValueError) names it and lists the known ones
+        return self
+
+    @model_validator(mode="after")
+    def _keys_have_text(self) -> Self:
+        """A key of blanks would let an empty `Authorization: Bearer` through."""
+        for i, key in enumerate(self.api_keys):
+            if not key.get_secret_value().strip():
+                raise ValueError(f"api_keys[{i}] is empty or whitespace: every API key needs text")
+        metrics = self.metrics_api_key
+        if metrics is not None and not metrics.get_secret_value().strip():
+            raise ValueError(
+                "metrics_api_key is empty or whitespace: unset it to leave /metrics open"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _remote_images_have_domains(self) -> Self:
+        if self.allow_remote_images and not any(d.strip(" .*") for d in self.remote_image_domains):
+            raise ValueError("remote_image_domains is required when allow_remote_images is on")
         return self
 
     @model_validator(mode="after")
@@ -352,9 +372,6 @@ class Settings(BaseSettings):
             raise ValueError("allow_runtime_lora needs api_processes 1: each holds its adapters")
         if self.allow_runtime_lora and self.admin_api_key is None:
             raise ValueError("allow_runtime_lora needs admin_api_key: the endpoints are admin-only")
-        admin = self.admin_api_key.get_secret_value().strip() if self.admin_api_key else None
-        if admin is not None and (not admin or admin in _user_keys(self)):
-            raise ValueError("admin_api_key must be non-empty and differ from every API key")
         if any(not name.strip() for name in self.lora_adapters):
             raise ValueError("lora_adapters: every adapter needs a non-empty name")
         return self
@@ -364,13 +381,10 @@ class Settings(BaseSettings):
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def _user_keys(settings: Settings) -> set[str]:
-    return {key.get_secret_value().strip() for key in settings.api_keys}
-
-
 class ConfigError(ValueError):
-    """A setting that cannot work, found before anything starts. The process exits 1 with the
-    message alone: a traceback would only point at the code that read the setting."""
+    """A setting that cannot work, found before anything starts: in the settings file, by the
+    preflight (server/startup.py), or in the model directory. The process exits 1 with one
+    `invalid settings:` line: a traceback would only point at the code that read the setting."""
 
 
 class ConfigFileSource(PydanticBaseSettingsSource):

@@ -16,7 +16,7 @@ from server.metrics import Metrics
 from server.watchdog import EngineMonitor
 
 if TYPE_CHECKING:
-    from server.supervisor import Member
+    from server.group import Member
 
 
 @dataclass
@@ -31,11 +31,6 @@ class AppState:
     created: int = 0
     monitor: EngineMonitor = field(default_factory=EngineMonitor)
     member: Member | None = None  # one of several API processes (server/supervisor.py)
-
-    @property
-    def engine_dead(self) -> bool:
-        """Dead or stalled: the engine has a verdict, and the process is on its way out."""
-        return self.monitor.verdict is not None
 
 
 # `async def`, though they never await: FastAPI runs plain `def` dependencies in a thread pool,

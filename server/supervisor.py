@@ -4,8 +4,10 @@
 This process becomes a supervisor: it binds N listening sockets to the one port (SO_REUSEPORT:
 the kernel spreads new connections over them; one shared socket would hand a burst to whichever
 process woke first), starts vLLM's engine core for N clients, and spawns N API processes — each
-the whole HTTP server (`server.__main__.serve_app`) with a vLLM client of that one core, on its
-own socket. It serves nothing itself; it watches:
+the whole HTTP server (`server.serving.serve_app`) with a vLLM client of that one core, on its
+own socket, handed the engine configuration resolved here once (weights, adapters, arguments):
+every process serves the same snapshot as the core, even from a moving hub branch. It serves
+nothing itself; it watches:
 
 - SIGTERM (or SIGINT): passed to every API process, which drains as a lone server does (/ready
   and new requests 503, requests in flight finish); then the core stops and we exit 0.
@@ -22,6 +24,7 @@ over live processes, vLLM's engine series once (vLLM marks them "mostrecent").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -29,14 +32,17 @@ import signal
 import socket
 import tempfile
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
 
-from model.vllm_engine import ClientSlot, SharedCore, launch_shared_core
+from model.vllm_args import ClientSlot, VLLMConfig
+from model.vllm_core import SharedCore, launch_shared_core
+from model.vllm_engine import VLLMEngine
 from server.config import Settings
+from server.engine_setup import vllm_config
+from server.group import Member
+from server.serving import serve_app
 from server.watchdog import ExitCode
 
 log = logging.getLogger("server.supervisor")
@@ -44,34 +50,9 @@ log = logging.getLogger("server.supervisor")
 _STOP_GRACE_S = 5.0  # after a drain's deadline, or on failure: SIGTERM → SIGKILL
 
 
-@dataclass(frozen=True)
-class Member:
-    """An API process's place in the group: its index, its slot on the engine core, and what
-    the group shares (shared memory, one entry a process): readiness and requests in flight."""
-
-    index: int
-    client: ClientSlot
-    ready: Any  # multiprocessing.Array("b", n)
-    busy: Any  # multiprocessing.Array("i", n)
-
-    def mark(self, ready: bool) -> None:
-        self.ready[self.index] = int(ready)
-
-    def all_ready(self) -> bool:
-        return all(self.ready)
-
-    def report(self, in_flight: int) -> None:
-        self.busy[self.index] = in_flight
-
-    def group_idle(self) -> bool:
-        return not any(self.busy)
-
-
 def supervise(settings: Settings) -> int:
     """Run the group until it is stopped or breaks; the process's exit code."""
-    from server.app import vllm_config  # resolves weights and adapters, checks engine args
-
-    config = vllm_config(settings)
+    config = vllm_config(settings)  # resolves weights and adapters, checks engine args
     count = settings.api_processes
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="facellm-metrics-") as metrics_dir:
@@ -86,7 +67,7 @@ def supervise(settings: Settings) -> int:
                 member = Member(slot.index, slot, ready, busy)
                 process = context.Process(
                     target=run_api_process,
-                    args=(settings, listeners[slot.index], member),
+                    args=(settings, config, listeners[slot.index], member),
                     name=f"facellm-api-{slot.index}",
                 )
                 process.start()
@@ -110,11 +91,13 @@ def supervise(settings: Settings) -> int:
         return code
 
 
-def run_api_process(settings: Settings, listener: socket.socket, member: Member) -> None:
-    """An API process's entry point: the whole server, as a client of the shared core."""
-    from server.__main__ import serve_app  # here: __main__ runs the supervisor
-
-    raise SystemExit(serve_app(settings, member=member, sockets=[listener]))
+def run_api_process(
+    settings: Settings, config: VLLMConfig, listener: socket.socket, member: Member
+) -> None:
+    """An API process's entry point: the whole server, as a client of the shared core, with the
+    supervisor's engine configuration (nothing resolved again here)."""
+    client_config = dataclasses.replace(config, client=member.client)
+    raise SystemExit(serve_app(settings, lambda: VLLMEngine(client_config), member, [listener]))
 
 
 class _Group:
@@ -144,7 +127,7 @@ class _Group:
                 return ExitCode.ENGINE_DEAD
             if self.drain_deadline is not None:
                 if all(not p.is_alive() for p in self.processes):
-                    return max((p.exitcode or 0 for p in self.processes), default=0)
+                    return max((_drained(p.exitcode) for p in self.processes), default=0)
                 if time.monotonic() > self.drain_deadline:
                     self.stop(_STOP_GRACE_S)
                     return ExitCode.CLEAN
@@ -171,6 +154,12 @@ class _Group:
             if process.is_alive() and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signum)
+
+
+def _drained(code: int | None) -> int:
+    """An API process's exit code after a drain; one killed by a signal (a negative code, which
+    would make no exit status) did not drain."""
+    return ExitCode.API_PROCESS_LOST if code is not None and code < 0 else code or 0
 
 
 def _listen(host: str, port: int) -> socket.socket:

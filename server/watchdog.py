@@ -4,7 +4,7 @@ A server whose engine is gone can answer nothing useful, yet while its process l
 --restart`, systemd and a liveness probe with a long period leave it alone, and the load balancer
 keeps sending it traffic. So an engine found dead, or alive but making no progress while requests
 wait for it, gets a verdict here: `/health` and `/ready` turn 503 at once, requests waiting for the
-engine get their 503 at once, new ones too, and `server/__main__.py` stops serving and exits with
+engine get their 503 at once, new ones too, and `server/serving.py` stops serving and exits with
 the verdict's code within `engine_dead_exit_s`.
 
 Progress is what requests see: `run_generation` asks `EngineMonitor.next_chunk` for every chunk,
@@ -189,8 +189,8 @@ class Watchdog:
 
 async def shutdown_engine(engine: Engine, monitor: EngineMonitor, exit_within_s: float) -> None:
     """Shut the engine down. After a verdict, only within what is left of the exit budget, less
-    `EXIT_MARGIN_S` for the interpreter's own exit: past it, the process exit in `__main__`
-    (bounded too) takes the engine's processes down with it."""
+    `EXIT_MARGIN_S` for the interpreter's own exit: past it, the process exit in
+    `server/serving.py` (bounded too) takes the engine's processes down with it."""
     if monitor.failed_at is None:
         await engine.shutdown()
         return

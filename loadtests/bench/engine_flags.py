@@ -3,7 +3,8 @@
 One `EngineFlags` value, read by all four systems: this server (`FACELLM_*` environment), vLLM's
 OpenAI server (its flags), and the two in-process systems, the ceiling (`loadtests.bench.engine`)
 and the HTTP floor (`loadtests.bench.floor`), which take them as `--max-model-len`… and build
-their `VLLMConfig` from them. See model/vllm_engine.py and docs/platform-notes.md.
+their `VLLMConfig` from them as the server does (server/engine_setup.py). See
+docs/platform-notes.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.vllm_engine import VLLMConfig
+from model.vllm_args import VLLMConfig
+from server import engine_setup
+from server.config import Settings
 
 SERVED_MODEL_NAME = "demo"
 # The engine's CPU settings (a 1-GiB KV cache; vLLM's processes talk over loopback).
@@ -72,9 +75,9 @@ class EngineFlags:
         ]
 
     def vllm_config(self, model_dir: Path) -> VLLMConfig:
-        """The in-process engine's configuration (the ceiling's and the floor's)."""
-        return VLLMConfig(
-            model_path=model_dir,
+        """The in-process engine's configuration (the ceiling's and the floor's), made as the
+        server makes its own, from settings: every other value is the server's default."""
+        settings = Settings(
             served_model_name=SERVED_MODEL_NAME,
             max_model_len=self.max_model_len,
             max_num_seqs=self.max_num_seqs,
@@ -85,6 +88,7 @@ class EngineFlags:
             disable_any_whitespace=self.disable_any_whitespace,
             stream_interval=self.stream_interval,
         )
+        return engine_setup.engine_config(settings, model_dir)
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:

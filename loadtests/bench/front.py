@@ -1,7 +1,7 @@
 """How the HTTP front scales with API processes.
 
 `--engine fake` (the default) takes the engine out: N processes of the real server
-(`server.__main__.serve_app`), each on its own socket in the port's SO_REUSEPORT group as
+(`server.serving.serve_app`), each on its own socket in the port's SO_REUSEPORT group as
 `FACELLM_API_PROCESSES` runs them, over the fake engine (it answers at once), so all a request
 costs is the front's own work: the body, base64, the image decode, the answer. `--engine vllm`
 runs `python -m server` with FACELLM_API_PROCESSES=N on the demo model instead: the whole server.
@@ -41,11 +41,11 @@ IMAGES = 64  # distinct 256² JPEGs, sent round robin
 def serve_fake(port: int, cache_dir: str, listener: socket.socket) -> None:
     """One API process over the fake engine (spawned)."""
     from model.fake_engine import FakeEngine
-    from server.__main__ import serve_app
     from server.config import Settings
+    from server.serving import serve_app
 
     settings = Settings(port=port, model_cache_dir=Path(cache_dir), log_level="warning")
-    raise SystemExit(serve_app(settings, sockets=[listener], engine=FakeEngine()))
+    raise SystemExit(serve_app(settings, FakeEngine, sockets=[listener]))
 
 
 def start_group(count: int, port: int, cache_dir: str) -> list[multiprocessing.process.BaseProcess]:

@@ -5,7 +5,7 @@ remote fetching (SSRF-safe), decoding to need, and the process-wide pixel budget
 """
 
 from server.media.budget import PixelBudget, default_pixel_budget
-from server.media.decode import Need, long_side
+from server.media.decode import Need, long_side, tile_canvas
 from server.media.loader import ImageLoader, LoadedImage
 from server.media.policy import MediaPolicy
 
@@ -17,4 +17,5 @@ __all__ = [
     "PixelBudget",
     "default_pixel_budget",
     "long_side",
+    "tile_canvas",
 ]

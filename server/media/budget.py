@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import os
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 BYTES_PER_PIXEL = 8  # peak while decoding: RGBA or 16-bit source (4) plus its RGB copy (3), rounded
@@ -58,17 +56,9 @@ class PixelBudget:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    @asynccontextmanager
-    async def reserve(self, pixels: int, timeout_s: float) -> AsyncIterator[int]:
-        """Hold `pixels` (at most the whole budget) for the block; TimeoutError past `timeout_s`.
-        Yields the amount held, for callers that hand the release to a thread's completion."""
-        amount = await self.acquire(pixels, timeout_s)
-        try:
-            yield amount
-        finally:
-            self.release(amount)
-
     async def acquire(self, pixels: int, timeout_s: float) -> int:
+        """Hold `pixels` (at most the whole budget) until `release`; TimeoutError past
+        `timeout_s`. Returns the amount held."""
         amount = max(0, min(pixels, self.capacity))
         if not self._waiters and self.reserved + amount <= self.capacity:
             self.reserved += amount  # the common case: no await, no trip through the loop

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageOps
 
+from model.tiles import TilePlan
 from server.errors import InvalidRequest, PayloadTooLarge
 from server.media.policy import MediaPolicy, invalid, too_large, unsupported
 
@@ -58,7 +59,10 @@ class Need:
     exact: bool = True
 
 
-FULL_SIZE = Need(lambda size: size, exact=False)
+def tile_canvas(plan: TilePlan, tiles: int | None) -> Need:
+    """Held at the canvas the processor would resize to under this tile budget; handed over at
+    that size, the image gets exactly that many tiles (see model/tiles.py)."""
+    return Need(lambda size: plan.canvas(size, tiles), exact=True)
 
 
 def long_side(side: int) -> Need:
@@ -149,13 +153,6 @@ def finish(planned: Planned, param: str | None = None) -> Image.Image:
         planned.image = rgb  # the decoded original can go as soon as it is converted
         del im
         return _fit(rgb, planned.need.size(original), planned.need.exact)
-
-
-def decode_image_bytes(
-    data: bytes, policy: MediaPolicy, *, need: Need = FULL_SIZE, param: str | None = None
-) -> Image.Image:
-    """Both steps at once, for callers with nothing to do in between."""
-    return finish(open_image(data, policy, need, param), param)
 
 
 @contextmanager

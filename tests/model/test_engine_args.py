@@ -4,32 +4,40 @@ and merged into the engine's arguments. Imports vLLM (≈ 10 s, once) but starts
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import model.weights
-from model.vllm_engine import (
-    MANAGED_ENGINE_ARGS,
+from model.vllm_args import (
+    ENGINE_OWN,
+    FROM_CONFIG,
     EngineArgsError,
     VLLMConfig,
     build_engine_args,
     check_engine_args,
 )
-from server.app import build_engine
 from server.config import ConfigError, Settings
+from server.engine_setup import engine_config, settings_instead
+from server.startup import preflight
 
 vllm = pytest.importorskip("vllm")
 
 
 def config(**engine_args: Any) -> VLLMConfig:
-    return VLLMConfig(model_path=Path("/models/m"), served_model_name="m", engine_args=engine_args)
+    settings = Settings(served_model_name="m", engine_args=engine_args)
+    return engine_config(settings, Path("/models/m"))
+
+
+def check(engine_args: dict[str, Any]) -> Any:
+    return check_engine_args(engine_args, settings_instead())
 
 
 def test_unknown_argument_is_named_with_the_nearest_one() -> None:
     with pytest.raises(EngineArgsError, match="'max_num_batched_tokenz'") as excinfo:
-        check_engine_args({"max_num_batched_tokenz": 4096})
+        check({"max_num_batched_tokenz": 4096})
     assert "did you mean 'max_num_batched_tokens'" in str(excinfo.value)
 
 
@@ -46,7 +54,7 @@ def test_unknown_argument_is_named_with_the_nearest_one() -> None:
 )
 def test_argument_the_server_sets_is_refused_naming_the_setting(key: str, setting: str) -> None:
     with pytest.raises(EngineArgsError, match="set by the server") as excinfo:
-        check_engine_args({"enable_prefix_caching": True, key: 1})
+        check({"enable_prefix_caching": True, key: 1})
     assert repr(key) in str(excinfo.value)
     assert setting in str(excinfo.value)
 
@@ -64,9 +72,9 @@ def test_managed_arguments_are_exactly_those_the_server_sets() -> None:
     """Every argument build_engine_args sets away from vLLM's default is refused in engine_args,
     and every refused one is a real vLLM argument: the list cannot drift from the code."""
     fields = {f.name for f in dataclasses.fields(vllm.AsyncEngineArgs)}
-    assert fields >= MANAGED_ENGINE_ARGS
-    odd = VLLMConfig(
-        model_path=Path("/m"),
+    managed = set(settings_instead()) | set(ENGINE_OWN)
+    assert fields >= managed >= FROM_CONFIG
+    odd = Settings(
         served_model_name="n",
         tensor_parallel_size=2,
         max_model_len=1234,
@@ -76,13 +84,28 @@ def test_managed_arguments_are_exactly_those_the_server_sets() -> None:
         enforce_eager=True,
         max_images_per_prompt=2,
         stream_interval=5,
-        enable_lora=True,
+        allow_runtime_lora=True,
+        admin_api_key="admin",
         max_loras=2,
         max_lora_rank=64,
     )
-    ours, default = build_engine_args(odd), vllm.AsyncEngineArgs()
+    ours, default = build_engine_args(engine_config(odd, Path("/m"))), vllm.AsyncEngineArgs()
     changed = {n for n in fields if getattr(ours, n) != getattr(default, n)}
-    assert changed <= MANAGED_ENGINE_ARGS, changed - MANAGED_ENGINE_ARGS
+    assert changed <= managed, changed - managed
+
+
+def test_a_config_from_elsewhere_is_checked_again() -> None:
+    c = dataclasses.replace(config(), engine_args={"max_model_len": 8})
+    with pytest.raises(EngineArgsError, match="'max_model_len' is set by the server"):
+        build_engine_args(c)
+
+
+def test_the_config_survives_pickling_for_the_api_processes() -> None:
+    c = config(seed=1)
+    again = pickle.loads(pickle.dumps(c))
+    assert again == c and again.engine_args == {"seed": 1}
+    with pytest.raises(TypeError):
+        again.passed_on["max_model_len"] = 2  # type: ignore[index]
 
 
 def test_config_keeps_engine_args_read_only_and_stays_hashable() -> None:
@@ -92,7 +115,7 @@ def test_config_keeps_engine_args_read_only_and_stays_hashable() -> None:
         c.engine_args["seed"] = 2  # type: ignore[index]
 
 
-def test_build_engine_refuses_a_typo_before_resolving_weights(
+def test_the_preflight_refuses_a_typo_before_resolving_weights(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def resolve_weights(*args: object, **kwargs: object) -> Path:
@@ -101,4 +124,4 @@ def test_build_engine_refuses_a_typo_before_resolving_weights(
     monkeypatch.setattr(model.weights, "resolve_weights", resolve_weights)
     settings = Settings(model_cache_dir=tmp_path, engine_args={"kv_cache_dtyp": "fp8"})
     with pytest.raises(ConfigError, match=r"engine_args: 'kv_cache_dtyp'.*'kv_cache_dtype'"):
-        build_engine(settings)
+        preflight(settings)

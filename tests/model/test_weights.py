@@ -91,7 +91,7 @@ def test_registry_name_offline_and_not_cached_says_which_setting(tmp_path: Path)
         resolve_weights("FaceLLM-8B", cache_dir=tmp_path, allow_download=False)
     message = str(err.value)
     assert "'Idiap/FaceLLM-8B'" in message
-    assert "FACELLM_ALLOW_DOWNLOAD=true" in message
+    assert "allow_download=true" in message
     assert str(tmp_path / "hub") in message
 
 
@@ -136,7 +136,7 @@ def test_pinned_revision_resolves_that_snapshot_and_no_other(tmp_path: Path) -> 
         "Idiap/FaceLLM-8B", cache_dir=tmp_path, allow_download=False, revision=COMMIT
     )
     assert got.resolve() == pinned.resolve()
-    with pytest.raises(WeightsNotFound, match="FACELLM_ALLOW_DOWNLOAD=true"):
+    with pytest.raises(WeightsNotFound, match="allow_download=true"):
         resolve_weights(
             "Idiap/FaceLLM-8B", cache_dir=tmp_path, allow_download=False, revision="f" * 40
         )
@@ -152,8 +152,8 @@ def test_the_revision_setting_reaches_the_hub_download(
         return str(_model_files(tmp_path / "snapshot"))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    from server.app import build_engine
     from server.config import Settings
+    from server.engine_setup import build_engine
 
     class Stop(Exception):
         pass

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 from model.fake_engine import FakeEngine
 from server.app import create_app
 from server.auth import load_keys
-from server.config import Settings
+from server.config import ConfigError, Settings
+from server.startup import preflight
 from tests.conftest import MakeClient
 from tests.images import astronaut, data_url, image_message
 
@@ -62,9 +63,8 @@ def test_an_empty_key_in_the_environment_stops_the_start(
 ) -> None:
     """Before: `[""]` made a bare `Authorization: Bearer` a valid key."""
     monkeypatch.setenv("FACELLM_API_KEYS", keys)
-    settings = Settings(model_cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"api_keys\[\d\] is empty"):
-        create_app(settings, FakeEngine())
+        Settings(model_cache_dir=tmp_path)
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "   \n\t\n", "# only a comment\n\n"])
@@ -73,7 +73,9 @@ def test_a_keys_file_without_a_key_stops_the_start(tmp_path: Path, text: str) ->
     keys_file = tmp_path / "keys"
     keys_file.write_text(text)
     settings = Settings(model_cache_dir=tmp_path, api_keys_file=keys_file)
-    with pytest.raises(ValueError, match="holds no API key"):
+    with pytest.raises(ConfigError, match="holds no API key"):
+        preflight(settings)
+    with pytest.raises(ConfigError, match="holds no API key"):
         create_app(settings, FakeEngine())
 
 
@@ -126,9 +128,14 @@ async def test_metrics_key_is_required_when_set(
 
 @pytest.mark.parametrize("key", ["", "   "])
 def test_an_empty_metrics_key_stops_the_start(tmp_path: Path, key: str) -> None:
-    settings = Settings(model_cache_dir=tmp_path, metrics_api_key=SecretStr(key))
     with pytest.raises(ValueError, match="metrics_api_key is empty"):
-        create_app(settings, FakeEngine())
+        Settings(model_cache_dir=tmp_path, metrics_api_key=SecretStr(key))
+
+
+def test_the_admin_key_may_not_be_an_api_key(tmp_path: Path) -> None:
+    settings = Settings(model_cache_dir=tmp_path, api_keys=["k"], admin_api_key=SecretStr(" k"))
+    with pytest.raises(ConfigError, match="differ from every API key"):
+        preflight(settings)
 
 
 def test_the_admin_key_may_not_be_a_key_from_the_keys_file(tmp_path: Path) -> None:
@@ -140,5 +147,5 @@ def test_the_admin_key_may_not_be_a_key_from_the_keys_file(tmp_path: Path) -> No
         allow_runtime_lora=True,
         admin_api_key=SecretStr("shared"),
     )
-    with pytest.raises(ValueError, match="differ from every API key"):
-        create_app(settings, FakeEngine())
+    with pytest.raises(ConfigError, match="differ from every API key"):
+        preflight(settings)

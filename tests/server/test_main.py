@@ -1,12 +1,14 @@
-"""The process (server/__main__.py): a bad setting exits 1 with one line and no traceback; the
-server stops on the engine watchdog's verdict with its exit code; a failure to bind is a startup
-failure; the exit guard kills the engine's processes (fake engine)."""
+"""The process (server/startup.py, server/serving.py): a bad setting exits 1 with one line and
+no traceback; the server stops on the engine watchdog's verdict with its exit code; a failure to
+bind is a startup failure; the exit guard kills the engine's processes (fake engine)."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,13 +16,14 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-import server.__main__ as entry
+import server.serving as serving
+import server.startup as startup
 from model.fake_engine import FakeEngine
 from server.app import create_app
 from server.config import Settings
 from server.state import AppState
 from server.watchdog import ExitCode
-from tests.conftest import until
+from tests.conftest import ROOT, until
 
 BOUND_S = 30.0  # the longest any wait below may take (a loaded machine is slow)
 
@@ -31,14 +34,14 @@ BOUND_S = 30.0  # the longest any wait below may take (a loaded machine is slow)
 @pytest.fixture
 def startup_log(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # Keep pytest's log capture: the real configure_logging would replace its handler.
-    monkeypatch.setattr(entry, "configure_logging", lambda level: None)
-    caplog.set_level(logging.ERROR, logger=entry.log.name)
+    monkeypatch.setattr(startup, "configure_logging", lambda level: None)
+    caplog.set_level(logging.ERROR, logger=startup.log.name)
 
 
 def load_settings_exit(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
     monkeypatch.setattr(sys, "argv", ["facellm-server", *argv])
     with pytest.raises(SystemExit) as excinfo:
-        entry.load_settings()
+        startup.load_settings()
     code = excinfo.value.code
     assert isinstance(code, int)
     return code
@@ -76,11 +79,10 @@ def test_settings_error_never_echoes_a_key(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """pydantic's message would carry the whole input, API keys included."""
-    monkeypatch.setenv("FACELLM_API_KEYS", '["s3cret-client-key"]')
-    monkeypatch.setenv("FACELLM_ADMIN_API_KEY", "s3cret-client-key")
+    monkeypatch.setenv("FACELLM_API_KEYS", '["s3cret-client-key", " "]')
     assert load_settings_exit(monkeypatch) == ExitCode.STARTUP_FAILURE
     (record,) = caplog.records
-    assert "admin_api_key must be non-empty and differ" in record.getMessage()
+    assert "api_keys[1] is empty" in record.getMessage()
     assert "s3cret" not in record.getMessage()
 
 
@@ -91,11 +93,11 @@ async def test_the_server_stops_on_a_verdict_and_exits_with_its_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guards: list[tuple[int, float]] = []
-    monkeypatch.setattr(entry, "arm_exit_guard", lambda code, s: guards.append((code, s)))
+    monkeypatch.setattr(serving, "arm_exit_guard", lambda code, s: guards.append((code, s)))
     engine = FakeEngine()
     settings = Settings(model_cache_dir=tmp_path, engine_dead_exit_s=5, engine_stall_timeout_s=0.2)
     app = create_app(settings, engine)
-    server = entry.DrainingServer(uvicorn.Config(app), app, 30, settings.engine_dead_exit_s)
+    server = serving.DrainingServer(uvicorn.Config(app), app, 30, settings.engine_dead_exit_s)
     assert server.exit_code == ExitCode.STARTUP_FAILURE  # not started
     async with app.router.lifespan_context(app):
         server.started = True
@@ -115,23 +117,62 @@ def test_uvicorn_failing_to_bind_is_a_startup_failure(tmp_path: Path) -> None:
         model_cache_dir=tmp_path, engine_dead_exit_s=0.5, engine_stall_timeout_s=0.2
     )
     app = create_app(settings, FakeEngine())
-    server = entry.DrainingServer(uvicorn.Config(app), app, 30)
+    server = serving.DrainingServer(uvicorn.Config(app), app, 30)
 
     def cannot_bind(**_: object) -> None:  # run(sockets=...) or run()
         raise SystemExit(uvicorn.config.STARTUP_FAILURE)
 
     server.run = cannot_bind  # type: ignore[method-assign]
-    assert entry.serve(server) == ExitCode.STARTUP_FAILURE == 1
+    assert serving.serve(server) == ExitCode.STARTUP_FAILURE == 1
 
 
 def test_the_exit_guard_kills_the_engine_processes() -> None:
     child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(60,))
     child.start()
     try:
-        entry.kill_engine_processes()
+        serving.kill_engine_processes()
         child.join(BOUND_S)
         assert child.exitcode == -signal.SIGKILL
     finally:
         if child.is_alive():
             child.kill()
             child.join(BOUND_S)
+
+
+# --- every kind of invalid setting, through the real entry point --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "expected"),
+    [
+        ({"FACELLM_PORT": "0"}, (), "port: Input should be greater than or equal to 1"),
+        ({}, ("--config", "{file}"), "unknown setting 'max_model_lenn'"),
+        ({"FACELLM_API_KEYS_FILE": "{blank}"}, (), "holds no API key"),  # the preflight's
+    ],
+    ids=["environment", "file", "preflight"],
+)
+def test_python_m_server_exits_1_with_one_line_before_any_weights(
+    tmp_path: Path, env: dict[str, str], argv: tuple[str, ...], expected: str
+) -> None:
+    (tmp_path / "settings.yaml").write_text("max_model_lenn: 2048\n")
+    (tmp_path / "blank").write_text("# no key yet\n")
+    paths = {"file": str(tmp_path / "settings.yaml"), "blank": str(tmp_path / "blank")}
+    cache = tmp_path / "cache"
+    run = subprocess.run(
+        [sys.executable, "-m", "server", *(a.format(**paths) for a in argv)],
+        env={
+            **os.environ,
+            "FACELLM_MODEL_CACHE_DIR": str(cache),
+            **{k: v.format(**paths) for k, v in env.items()},
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == ExitCode.STARTUP_FAILURE, output
+    lines = [line for line in output.splitlines() if "invalid settings: " in line]
+    assert len(lines) == 1 and expected in lines[0], output
+    assert "Traceback" not in output
+    assert not cache.exists()  # nothing built or downloaded: the demo model would live here

@@ -14,11 +14,19 @@ from PIL import Image
 
 from server.errors import APIError
 from server.media import ImageLoader, MediaPolicy, Need, PixelBudget
-from server.media.decode import FULL_SIZE
+from server.media.decode import finish, open_image
 from server.media.remote import Resolver, system_resolver
 from server.metrics import Metrics
 
 PARAM = "messages[0].content[1].image_url.url"
+FULL_SIZE = Need(lambda size: size, exact=False)
+
+
+def decode_image_bytes(
+    data: bytes, pol: MediaPolicy, *, need: Need = FULL_SIZE, param: str | None = None
+) -> Image.Image:
+    """Both decoding steps at once (the loader does other work between them)."""
+    return finish(open_image(data, pol, need, param), param)
 
 
 PUBLIC_IP = "93.184.215.14"  # stands in for a public CDN address; never actually contacted

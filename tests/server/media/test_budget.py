@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from PIL import Image
@@ -14,9 +16,19 @@ from server.media.budget import default_pixel_budget, memory_bytes
 from tests.conftest import MakeClient
 
 
+@asynccontextmanager
+async def reserved(budget: PixelBudget, pixels: int, timeout_s: float) -> AsyncIterator[int]:
+    """`pixels` held for the block, as the loader holds them around a decode."""
+    amount = await budget.acquire(pixels, timeout_s)
+    try:
+        yield amount
+    finally:
+        budget.release(amount)
+
+
 async def test_reservations_within_the_budget_do_not_wait() -> None:
     budget = PixelBudget(100)
-    async with budget.reserve(60, 1.0), budget.reserve(40, 1.0):
+    async with reserved(budget, 60, 1.0), reserved(budget, 40, 1.0):
         assert budget.reserved == 100
     assert budget.reserved == 0
 
@@ -26,7 +38,7 @@ async def test_past_the_budget_requests_wait_their_turn_in_order() -> None:
     order: list[str] = []
 
     async def use(name: str, pixels: int) -> None:
-        async with budget.reserve(pixels, 5.0):
+        async with reserved(budget, pixels, 5.0):
             order.append(name)
             await asyncio.sleep(0.01)
 
@@ -41,7 +53,7 @@ async def test_past_the_budget_requests_wait_their_turn_in_order() -> None:
 
 async def test_an_image_larger_than_the_budget_runs_alone() -> None:
     budget = PixelBudget(100)
-    async with budget.reserve(10_000, 1.0) as held:
+    async with reserved(budget, 10_000, 1.0) as held:
         assert held == 100
     assert budget.reserved == 0
 
@@ -59,7 +71,7 @@ async def test_timeout_and_cancellation_leave_nothing_reserved() -> None:
     assert budget.waiting == 0
     budget.release(held)
     assert budget.reserved == 0
-    async with budget.reserve(100, 0.1):
+    async with reserved(budget, 100, 0.1):
         pass
 
 

@@ -19,11 +19,12 @@ from skimage import data as samples
 from model.detect import Box, face_view
 from model.tiles import TilePlan
 from server.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from server.media import MediaPolicy, Need, decode, long_side
-from server.media.decode import base64_bytes, data_url_bytes, decode_image_bytes, open_image
+from server.media import MediaPolicy, decode, long_side, tile_canvas
+from server.media.decode import base64_bytes, data_url_bytes, open_image
 from tests.server.media.helpers import (
     PARAM,
     data_url,
+    decode_image_bytes,
     encode,
     expect,
     load_image,
@@ -290,10 +291,6 @@ def phone_jpeg(name: str, size: tuple[int, int] = PHONE) -> bytes:
     return buf.getvalue()
 
 
-def canvas(plan: TilePlan, tiles: int | None) -> Need:
-    return Need(lambda size: plan.canvas(size, tiles))
-
-
 def mean_abs_diff(a: Image.Image, b: Image.Image) -> float:
     assert a.size == b.size
     return float(np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() / 255)
@@ -308,9 +305,9 @@ def test_reduced_decode_gives_the_model_the_same_tiles(
     name: str, plan: TilePlan, tiles: int | None, scale: int
 ) -> None:
     jpeg = phone_jpeg(name)
-    planned = open_image(jpeg, POLICY, canvas(plan, tiles), None)
+    planned = open_image(jpeg, POLICY, tile_canvas(plan, tiles), None)
     assert planned.image.size == (PHONE[0] // scale, PHONE[1] // scale)  # libjpeg's DCT scaling
-    reduced = decode_image_bytes(jpeg, POLICY, need=canvas(plan, tiles))
+    reduced = decode_image_bytes(jpeg, POLICY, need=tile_canvas(plan, tiles))
     full = decode_image_bytes(jpeg, POLICY)
     assert full.size == PHONE
     reference = full.resize(reduced.size, Image.Resampling.BICUBIC)
@@ -336,9 +333,9 @@ def test_exif_orientation_is_kept_and_sizes_are_upright() -> None:
     exif[0x0112] = 6  # stored landscape, shown portrait (rotate 90° clockwise)
     buf = io.BytesIO()
     photo.save(buf, "JPEG", quality=90, exif=exif)
-    planned = open_image(buf.getvalue(), POLICY, canvas(FACELLM, None), None)
+    planned = open_image(buf.getvalue(), POLICY, tile_canvas(FACELLM, None), None)
     assert planned.original == (3024, 4032)
-    out = decode_image_bytes(buf.getvalue(), POLICY, need=canvas(FACELLM, None))
+    out = decode_image_bytes(buf.getvalue(), POLICY, need=tile_canvas(FACELLM, None))
     assert out.size == FACELLM.canvas((3024, 4032)) == (1344, 1792)
     upright = photo.transpose(Image.Transpose.ROTATE_270).resize(out.size, Image.Resampling.BICUBIC)
     assert mean_abs_diff(out, upright) <= MAX_MEAN_ABS_DIFF
@@ -347,7 +344,7 @@ def test_exif_orientation_is_kept_and_sizes_are_upright() -> None:
 def test_a_transparent_png_is_held_at_its_need_not_its_size() -> None:
     buf = io.BytesIO()
     Image.new("RGBA", (3000, 2000), (0, 0, 0, 0)).save(buf, "PNG")
-    out = decode_image_bytes(buf.getvalue(), POLICY, need=canvas(FACELLM, 1))
+    out = decode_image_bytes(buf.getvalue(), POLICY, need=tile_canvas(FACELLM, 1))
     assert (out.mode, out.size) == ("RGB", (448, 448))
     assert out.getpixel((10, 10)) == (255, 255, 255)
 

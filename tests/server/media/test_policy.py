@@ -18,4 +18,4 @@ def test_policy_from_settings() -> None:
     assert pol.remote_image_domains == ("images.example", "xn--bcher-kva.de")
     assert pol.max_image_bytes == 2048
     with pytest.raises(ValueError, match="remote_image_domains"):
-        MediaPolicy.from_settings(Settings(allow_remote_images=True, remote_image_domains=[]))
+        Settings(allow_remote_images=True, remote_image_domains=[])
