@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from model.attributes import AttributePolicy
+from model.detect import FaceDetector
 from model.detectors import make_detector
 from model.engine import Engine
 from server.admission import Admission
@@ -56,34 +57,43 @@ def build_state(
         max_tiles=settings.max_tiles,
     )
     monitor = EngineMonitor()  # the watchdog's verdicts; requests report progress to it
-    faces_service = FacesService(
-        engine,
-        monitor,
-        AttributePolicy.from_names(settings.attributes),
-        make_detector(
-            settings.face_detector,
-            settings.face_detector_model,
-            settings.face_score_threshold,
-            settings.face_detect_side,
-        ),
-        images,
-        FaceOptions(
-            max_faces=settings.max_faces,
-            request_timeout_s=settings.request_timeout_s,
-            face_tiles=settings.face_tiles,
-            min_confidence=settings.min_confidence,
-        ),
-        metrics,
-    )
     return AppState(
         settings=settings,
         engine=engine,
         chat=ChatService(engine, monitor, chat_limits, images),
-        faces=faces_service,
+        faces=faces_service(settings, engine, monitor, images, metrics),
         admission=admission,
         metrics=metrics,
         created=int(time.time()),
         monitor=monitor,
+    )
+
+
+def faces_service(
+    settings: Settings,
+    engine: Engine,
+    monitor: EngineMonitor,
+    images: ImageLoader,
+    metrics: Metrics,
+) -> FacesService:
+    options = FaceOptions(
+        max_faces=settings.max_faces,
+        request_timeout_s=settings.request_timeout_s,
+        face_tiles=settings.face_tiles,
+        min_confidence=settings.min_confidence,
+    )
+    policy = AttributePolicy.from_names(settings.attributes)
+    detector = face_detector(settings)
+    return FacesService(engine, monitor, policy, detector, images, options, metrics)
+
+
+def face_detector(settings: Settings) -> FaceDetector:
+    """The face detector the settings describe (the preflight builds one too, to check them)."""
+    return make_detector(
+        settings.face_detector,
+        settings.face_detector_model,
+        settings.face_score_threshold,
+        settings.face_detect_side,
     )
 
 

@@ -1,6 +1,6 @@
 """Refusing, by name, what OpenAI's request vocabulary can ask for and this server cannot do.
 
-The request model takes every field the openai SDK can send (server/protocol.py), so a client
+The request model takes every field the openai SDK can send (server/protocol/), so a client
 library's request is never a 400 for an unknown field. Some of those fields ask for a capability
 this server lacks: tool and function calling, audio in or out, files, web search, predicted
 outputs, moderation. Answering without it would pass a plain completion off as one that used it,

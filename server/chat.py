@@ -34,14 +34,17 @@ from server.watchdog import EngineMonitor
 
 @dataclass(frozen=True)
 class ChatLimits:
+    """What the settings decide for chat completions (the same-named settings, which hold the
+    defaults)."""
+
     max_messages: int
     max_text_chars: int
     max_images: int
     max_tokens_limit: int
     default_max_tokens: int
     request_timeout_s: float
-    max_tiles: int | None = None  # for `detail: auto`; None: the model's maximum
-    max_n: int = 8  # most choices per request
+    max_tiles: int | None  # for `detail: auto`; None: the model's maximum
+    max_n: int  # most choices per request
 
 
 class ChatService:

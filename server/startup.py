@@ -17,9 +17,9 @@ from typing import NoReturn
 from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsError
 
-from model.detectors import make_detector
 from model.vllm_args import EngineArgsError, check_engine_args
 from model.weights import WeightsNotFound
+from server.app import face_detector
 from server.auth import admin_keys, load_keys
 from server.config import ConfigError, Settings
 from server.engine_setup import settings_instead
@@ -81,11 +81,6 @@ def preflight(settings: Settings) -> None:
     except EngineArgsError as e:
         raise ConfigError(f"engine_args: {e}") from e
     try:
-        make_detector(
-            settings.face_detector,
-            settings.face_detector_model,
-            settings.face_score_threshold,
-            settings.face_detect_side,
-        )
+        face_detector(settings)
     except (ValueError, OSError, RuntimeError) as e:
         raise ConfigError(f"face_detector: {e}") from e

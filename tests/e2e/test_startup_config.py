@@ -65,18 +65,22 @@ def test_engine_args_typo_exits_1_before_any_weights_or_engine(tmp_path: Path) -
     [
         ({"FACELLM_MAX_LORA_RANK": "4"}, "max_lora_rank must be one of"),
         ({"FACELLM_CONFIG": "{dir}/facellm.yaml"}, "unknown setting 'max_num_seq'"),
+        ({"FACELLM_API_KEYS_FILE": "{dir}/keys"}, "holds no API key"),
     ],
+    ids=["environment", "file", "preflight"],
 )
 def test_bad_setting_exits_1_with_one_line(
     tmp_path: Path, env: dict[str, str], expected: str
 ) -> None:
     (tmp_path / "facellm.yaml").write_text("max_num_seq: 4\n")
+    (tmp_path / "keys").write_text("# no key yet\n")  # a Secret mounted blank
     env = {name: value.format(dir=tmp_path) for name, value in env.items()}
     code, output, elapsed = run_server(tmp_path, **env)
     assert code == 1, output
     assert output.strip().count("\n") == 0, output  # one line: no traceback
     assert last_log_message(output).startswith("invalid settings: ")
     assert expected in last_log_message(output)
+    assert not (tmp_path / "cache").exists()  # before any weights: the demo model lives there
     assert elapsed < 20
 
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from server.app import create_app
 from server.config import Settings
 from server.state import AppState
 from server.watchdog import ExitCode
-from tests.conftest import ROOT, until
+from tests.conftest import until
 
 BOUND_S = 30.0  # the longest any wait below may take (a loaded machine is slow)
 
@@ -137,42 +135,3 @@ def test_the_exit_guard_kills_the_engine_processes() -> None:
         if child.is_alive():
             child.kill()
             child.join(BOUND_S)
-
-
-# --- every kind of invalid setting, through the real entry point --------------------------------
-
-
-@pytest.mark.parametrize(
-    ("env", "argv", "expected"),
-    [
-        ({"FACELLM_PORT": "0"}, (), "port: Input should be greater than or equal to 1"),
-        ({}, ("--config", "{file}"), "unknown setting 'max_model_lenn'"),
-        ({"FACELLM_API_KEYS_FILE": "{blank}"}, (), "holds no API key"),  # the preflight's
-    ],
-    ids=["environment", "file", "preflight"],
-)
-def test_python_m_server_exits_1_with_one_line_before_any_weights(
-    tmp_path: Path, env: dict[str, str], argv: tuple[str, ...], expected: str
-) -> None:
-    (tmp_path / "settings.yaml").write_text("max_model_lenn: 2048\n")
-    (tmp_path / "blank").write_text("# no key yet\n")
-    paths = {"file": str(tmp_path / "settings.yaml"), "blank": str(tmp_path / "blank")}
-    cache = tmp_path / "cache"
-    run = subprocess.run(
-        [sys.executable, "-m", "server", *(a.format(**paths) for a in argv)],
-        env={
-            **os.environ,
-            "FACELLM_MODEL_CACHE_DIR": str(cache),
-            **{k: v.format(**paths) for k, v in env.items()},
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == ExitCode.STARTUP_FAILURE, output
-    lines = [line for line in output.splitlines() if "invalid settings: " in line]
-    assert len(lines) == 1 and expected in lines[0], output
-    assert "Traceback" not in output
-    assert not cache.exists()  # nothing built or downloaded: the demo model would live here

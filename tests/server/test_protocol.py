@@ -1,4 +1,4 @@
-"""The wire format (server/protocol.py), on the fake engine: Schemathesis over every operation of
+"""The wire format (server/protocol/), on the fake engine: Schemathesis over every operation of
 the OpenAPI document, wire types taken as they are, bounds on every field, and messages as the
 roles allow them.
 

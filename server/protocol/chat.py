@@ -1,29 +1,16 @@
-"""The wire formats, as pydantic models: OpenAI's chat completions and models list, the faces
-endpoint, and vLLM's LoRA admin bodies.
-
-Requests forbid unknown fields, as OpenAI does, so a typo is a 400 naming the field rather than a
-silently ignored setting. No FastAPI and no vLLM here.
-"""
+"""OpenAI's chat completions (request and response) and models list, as pydantic models."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from server.protocol.base import Refused, StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# Fields of OpenAI's vocabulary that ask for what this server cannot do (tools, audio, files…) are
-# typed loosely (`Refused`): pydantic accepts them, and server/capabilities.py refuses them with a
-# 400 naming the missing capability, rather than a confusing validation error about their shape.
-Refused = dict[str, Any]
-
-
-class PromptCacheBreakpoint(_Strict):
+class PromptCacheBreakpoint(StrictModel):
     """OpenAI's explicit prompt-cache marker on a content part; accepted and ignored (vLLM's
     prefix cache needs no markers)."""
 
@@ -31,39 +18,39 @@ class PromptCacheBreakpoint(_Strict):
     ttl: Literal["30m", "12h"] | None = None
 
 
-class TextPart(_Strict):
+class TextPart(StrictModel):
     type: Literal["text"]
     text: str
     prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
-class ImageURL(_Strict):
+class ImageURL(StrictModel):
     url: str = Field(description="`data:image/{jpeg,png,webp};base64,...`, or http(s) if enabled.")
     detail: Literal["auto", "low", "high", "original"] | None = Field(
         None, description="`low`: one tile; `high` and `original`: as many as the model takes."
     )
 
 
-class ImagePart(_Strict):
+class ImagePart(StrictModel):
     type: Literal["image_url"]
     image_url: ImageURL
     prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
-class RefusalPart(_Strict):
+class RefusalPart(StrictModel):
     """An assistant's earlier refusal, in its content; rendered as what it said."""
 
     type: Literal["refusal"]
     refusal: str
 
 
-class InputAudioPart(_Strict):
+class InputAudioPart(StrictModel):
     type: Literal["input_audio"]
     input_audio: Refused
     prompt_cache_breakpoint: Refused | None = None
 
 
-class FilePart(_Strict):
+class FilePart(StrictModel):
     type: Literal["file"]
     file: Refused
     prompt_cache_breakpoint: Refused | None = None
@@ -83,7 +70,7 @@ _ROLE_FIELDS = {
 }
 
 
-class Message(_Strict):
+class Message(StrictModel):
     # "tool" and "function" are OpenAI's roles, refused (tool calling) past validation.
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
@@ -107,14 +94,14 @@ class Message(_Strict):
         return self
 
 
-class JSONSchemaFormat(_Strict):
+class JSONSchemaFormat(StrictModel):
     name: str = Field(max_length=64)
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     description: str | None = None
     strict: bool | None = None
 
 
-class ResponseFormat(_Strict):
+class ResponseFormat(StrictModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
@@ -130,7 +117,7 @@ class ResponseFormat(_Strict):
 MAX_REGEX_CHARS = 4096
 
 
-class StructuredOutputs(_Strict):
+class StructuredOutputs(StrictModel):
     """vLLM's extension (`extra_body={"structured_outputs": ...}`); exactly one field."""
 
     json_: dict[str, Any] | None = Field(None, alias="json")
@@ -144,19 +131,19 @@ class StructuredOutputs(_Strict):
         return self
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     include_usage: bool = False
     include_obfuscation: bool | None = None  # ignored: no padding is added to stream events
 
 
-class PromptCacheOptions(_Strict):
+class PromptCacheOptions(StrictModel):
     """Accepted and ignored: vLLM caches prompt prefixes by itself."""
 
     mode: Literal["implicit", "explicit"] | None = None
     ttl: Literal["30m"] | None = None
 
 
-class ChatTemplateKwargs(_Strict):
+class ChatTemplateKwargs(StrictModel):
     """vLLM's `chat_template_kwargs`, allow-listed: FaceLLM's template reads none of them, so only
     what clients commonly send is accepted (and has no effect); any other key is a 400 naming it."""
 
@@ -173,7 +160,7 @@ TokenId = Annotated[int, Field(ge=0, lt=10**9)]
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
-class ChatCompletionRequest(_Strict):
+class ChatCompletionRequest(StrictModel):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
@@ -313,158 +300,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-
-# --- faces -------------------------------------------------------------------------------------
-
-
-Threshold = Annotated[float, Field(ge=0, le=1)]
-
-
-class FaceAnalysisRequest(_Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "image": "data:image/jpeg;base64,/9j/4AAQSkZJRg...",
-                    "attributes": ["age_group", "apparent_expression", "eyewear"],
-                    "max_faces": 4,
-                    "detect": True,
-                }
-            ]
-        },
-    )
-
-    image: str = Field(
-        description="The image: a `data:image/{jpeg,png,webp};base64,` URL or raw base64 "
-        "(or an http(s) URL when the server allows remote images)."
-    )
-    model: str | None = None
-    attributes: list[str] | None = Field(
-        None,
-        max_length=64,
-        description="Subset of served attributes; default: all served.",
-    )
-    max_faces: int | None = Field(None, ge=1, le=64, description="Most faces to analyse.")
-    detect: bool = Field(
-        True, description="Find faces and crop them (25 % margin); false: the image is one face."
-    )
-    confidence: bool = Field(
-        False,
-        description="Give each attribute as an object: its value, the probability the model "
-        "gave that value among the allowed ones (`confidence`), whether it abstained, and the "
-        "other values with theirs (`alternatives`). Default: each attribute is its value.",
-    )
-    min_confidence: Threshold | dict[str, Threshold] | None = Field(
-        None,
-        description="Abstain below this confidence: the attribute becomes its abstain value "
-        "(`uncertain` or `not_visible`). One threshold for every attribute, or one per "
-        "attribute; replaces the server's defaults (FACELLM_MIN_CONFIDENCE) for those it names. "
-        "0: never abstain.",
-    )
-
-
-class BoundingBox(BaseModel):
-    x: int
-    y: int
-    w: int
-    h: int
-
-
-class Point(BaseModel):
-    x: float
-    y: float
-
-
-class Landmarks(BaseModel):
-    """Five points of a face in image pixels; left and right as they appear in the image."""
-
-    left_eye: Point
-    right_eye: Point
-    nose: Point
-    mouth_left: Point
-    mouth_right: Point
-
-
-class Face(BaseModel):
-    bbox: BoundingBox = Field(description="The detected face box in image pixels.")
-    score: float = Field(
-        ge=0,
-        le=1,
-        description="The detector's probability that this is a face (1.0 when detect=false, "
-        "and with the Haar detector, which has no probability).",
-    )
-    landmarks: Landmarks | None = Field(
-        description="Eyes, nose tip and mouth corners in image pixels; null when the detector "
-        "finds none (detect=false, the Haar detector)."
-    )
-    attributes: dict[str, str] | dict[str, AttributeAnswer] = Field(
-        description="Each attribute's value; with `confidence: true`, an object per attribute."
-    )
-
-
-class Alternative(BaseModel):
-    value: str
-    confidence: float
-
-
-class AttributeAnswer(BaseModel):
-    value: str
-    confidence: float = Field(
-        description="The probability the model gave `value` among the attribute's allowed values "
-        "(given the face and the attributes answered before it): 0 to 1."
-    )
-    abstained: bool = Field(
-        description="The model's pick fell below min_confidence: `value` is the abstain value, "
-        "the pick is among the alternatives."
-    )
-    alternatives: list[Alternative] = Field(
-        description="The other values the model gave probability to, most probable first."
-    )
-
-
-class Versions(BaseModel):
-    model: str = Field(description="The base model.")
-    adapter: str | None = Field(
-        None, description="The LoRA adapter (a fine-tune of the base model) that answered, if any."
-    )
-    prompt: str
-    schema_: str = Field(alias="schema", serialization_alias="schema")
-    preprocessing: str = Field(
-        description="How faces were cut and sized for the model (crop margin, tile, tiles)."
-    )
-
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class FaceAnalysis(BaseModel):
-    id: str
-    object: Literal["face.analysis"] = "face.analysis"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    faces: list[Face]
-    usage: Usage
-    versions: Versions
-
-
-# --- admin -------------------------------------------------------------------------------------
-
-
-class LoadAdapterRequest(_Strict):
-    """vLLM's body for /v1/load_lora_adapter."""
-
-    lora_name: str = Field(min_length=1, max_length=128)
-    lora_path: str = Field(
-        min_length=1,
-        max_length=4096,
-        description="A directory on the server, a hub id, or `demo-lora-<seed>`.",
-    )
-    load_inplace: bool = Field(False, description="Replace an adapter already of that name.")
-
-
-class UnloadAdapterRequest(_Strict):
-    """vLLM's body for /v1/unload_lora_adapter."""
-
-    lora_name: str = Field(min_length=1, max_length=128)
-    lora_int_id: int | None = Field(None, description="Accepted from vLLM clients; ignored.")
