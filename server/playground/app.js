@@ -242,7 +242,7 @@ function wire() {
     event.preventDefault();
     storeKey($("api-key").value.trim());
     $("api-key").value = "";
-    $("api-key").placeholder = storedKey() ? "a key is set for this tab" : "";
+    $("api-key").placeholder = storedKey() ? "key set for this tab" : "";
     loadServer();
   });
   for (const [id, on] of [
@@ -262,6 +262,6 @@ function wire() {
 wire();
 if (storedKey()) {
   $("key-form").hidden = false;
-  $("api-key").placeholder = "a key is set for this tab";
+  $("api-key").placeholder = "key set for this tab";
 }
 loadServer();
