@@ -88,6 +88,11 @@ export function renderCards(list, faces, schema) {
         if (description) {
           term.title = description;
         }
+        if (answer.abstained) {
+          const badge = el("span", "badge", "abstained");
+          badge.title = "Below min_confidence: the model's own pick is among the alternatives.";
+          term.append(" ", badge);
+        }
         answers.append(term, renderAnswer(answer));
       }
       card.append(heading, el("p", "hint", where), answers);
@@ -113,11 +118,6 @@ function renderAnswer(answer) {
     meter.value = row.confidence;
     meter.setAttribute("aria-label", `${row.value}: ${percent(row.confidence)}`);
     const name = el("span", chosen ? "bar-label value" : "bar-label", row.value);
-    if (chosen && answer.abstained) {
-      const badge = el("span", "badge", "abstained");
-      badge.title = "Below min_confidence: the model's own pick is among the alternatives.";
-      name.append(" ", badge);
-    }
     item.append(name, meter, el("span", "pct", percent(row.confidence)));
     bars.append(item);
   }
