@@ -22,6 +22,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    JSHandle,
     Page,
     ViewportSize,
     expect,
@@ -29,7 +30,7 @@ from playwright.sync_api import (
 )
 
 from tests.conftest import ServerProcess, start_server
-from tests.images import encode, two_faces
+from tests.images import astronaut, cat, encode, two_faces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
@@ -84,6 +85,13 @@ class Playground:
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(message.text)
+
+    def ask_only(self, attribute: str) -> None:
+        """One attribute, plain values: quick answers where the answers are not the point."""
+        expect(self.page.locator("#attribute-list input")).not_to_have_count(0)
+        self.page.click("#attributes-none")
+        self.page.check(f"#attr-{attribute}")
+        self.page.uncheck("#confidence")
 
     def choose(self, photo: Path) -> None:
         """Pick the photo (the page analyses it at once) and wait for two boxes and cards."""
@@ -156,10 +164,7 @@ def test_copied_requests_run(browser: Browser, real_server: ServerProcess, photo
     run from the photo's folder, both answer as the page did."""
     tab = Playground(browser, real_server.base_url, WIDE)
     page = tab.page
-    expect(page.locator("#attribute-list input")).not_to_have_count(0)
-    page.click("#attributes-none")
-    page.check("#attr-age_group")
-    page.uncheck("#confidence")
+    tab.ask_only("age_group")
     page.fill("#max-faces", "1")
     page.set_input_files("#photo-file", photo)
     card = page.locator("#faces .face-card")
@@ -185,6 +190,42 @@ def test_copied_requests_run(browser: Browser, real_server: ServerProcess, photo
         assert list(face["attributes"]) == ["age_group"], name
         assert isinstance(face["attributes"]["age_group"], str), name
     assert not tab.errors, tab.errors
+    tab.close()
+
+
+# What a drop or a paste hands the page: a File in a DataTransfer.
+_TRANSFER = """([name, base64]) => {
+    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+    return transfer;
+}"""
+_PASTE = """(transfer) => document.dispatchEvent(
+    new ClipboardEvent("paste", { clipboardData: transfer })
+)"""
+
+
+def test_drop_and_paste_reach_the_server(browser: Browser, real_server: ServerProcess) -> None:
+    """A dropped cat: the server's own 422 message. A pasted face: answered."""
+    tab = Playground(browser, real_server.base_url, WIDE)
+    page = tab.page
+    tab.ask_only("eyewear")
+
+    def transfer(name: str, image: bytes) -> JSHandle:
+        return page.evaluate_handle(_TRANSFER, [name, base64.b64encode(image).decode()])
+
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer("cat.jpg", encode(cat()))})
+    error = page.locator("#error")
+    expect(error).to_contain_text("422 no_face_detected: No face was detected in the image")
+    expect(page.locator("#photo-file")).to_have_js_property("files.length", 1)
+    assert "cat.jpg" in page.locator("#curl-code").inner_text()
+
+    page.evaluate(_PASTE, transfer("pasted.jpg", encode(astronaut())))
+    expect(page.locator("#faces .face-card")).to_have_count(1, timeout=ANSWER_TIMEOUT_MS)
+    expect(error).to_be_hidden()
+    assert "pasted.jpg" in page.locator("#python-code").inner_text()
+    # The browser's own note on the refused call is the only error.
+    assert len(tab.errors) == 1 and "422" in tab.errors[0], tab.errors
     tab.close()
 
 
