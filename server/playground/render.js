@@ -43,9 +43,10 @@ export function drawOverlay(svg, width, height, faces) {
     const { x, y, w, h } = face.bbox;
     group.append(svgEl("rect", { class: "face-box", x, y, width: w, height: h }));
     group.append(...tag(i + 1, x, y, unit));
+    const radius = Math.min(unit * 0.7, Math.max(w / 18, unit * 0.3)); // small faces, small dots
     for (const [name, point] of Object.entries(face.landmarks || {})) {
       if (point && Number.isFinite(point.x) && Number.isFinite(point.y)) {
-        const dot = svgEl("circle", { class: "landmark", cx: point.x, cy: point.y, r: unit * 0.7 });
+        const dot = svgEl("circle", { class: "landmark", cx: point.x, cy: point.y, r: radius });
         const title = svgEl("title", {});
         title.textContent = label(name);
         dot.append(title);
