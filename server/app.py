@@ -27,7 +27,7 @@ from server.group import Member
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
 from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
-from server.routes import adapters, chat, faces, health, metrics, models
+from server.routes import adapters, chat, faces, health, metrics, models, playground
 from server.state import AppState
 from server.watchdog import EngineMonitor, Watchdog, shutdown_engine
 
@@ -173,6 +173,8 @@ def include_routers(app: FastAPI, settings: Settings) -> None:
         admin = APIKeyAuth(admin_keys(settings, user_keys))
         app.include_router(adapters.router, dependencies=[Depends(admin)])
     app.include_router(health.router)
+    if settings.playground:  # a static page: no key (its API calls carry one)
+        app.include_router(playground.build_router())
     app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
 
 

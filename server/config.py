@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the JSON-lines logs."
     )
+    playground: bool = Field(
+        True,
+        description="Serve the playground page at `/`: a browser UI over the public API (drop a "
+        "photo, see each face boxed with its answers, copy the request as code). Static and "
+        "served without a key; its API calls carry the key the user gives.",
+    )
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Accepted API keys (`Authorization: Bearer`); empty = no auth; JSON list.",
