@@ -83,11 +83,7 @@ async def run_generation(
     except InvalidGenerationRequest as e:
         raise _invalid(e) from None
     except UnknownAdapter:  # unloaded between the request's arrival and its turn in the engine
-        raise NotFound(
-            f"The model {quoted(request.adapter)} was unloaded.",
-            param="model",
-            code="model_not_found",
-        ) from None
+        raise _unloaded(request.adapter) from None
     except EngineDeadError:
         log.error("engine dead while serving %s", request.request_id)
         # At once, not at the watchdog's next look: no more requests for a dead engine.
@@ -104,6 +100,12 @@ async def run_generation(
         raise InternalError("The engine failed to serve this request.") from None
     finally:
         await stream.aclose()
+
+
+def _unloaded(adapter: str | None) -> NotFound:
+    return NotFound(
+        f"The model {quoted(adapter)} was unloaded.", param="model", code="model_not_found"
+    )
 
 
 def _engine_unavailable() -> Unavailable:

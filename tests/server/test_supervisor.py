@@ -62,7 +62,8 @@ class Core:
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setattr(supervisor, "_STOP_GRACE_S", 0.5)  # SIGTERM → SIGKILL
-    return Settings(model_cache_dir=tmp_path, engine_dead_exit_s=1, drain_timeout_s=3)
+    # A drain long enough for a loaded machine: the group ends as soon as every process has.
+    return Settings(model_cache_dir=tmp_path, engine_dead_exit_s=1, drain_timeout_s=BOUND_S / 2)
 
 
 @pytest.fixture
@@ -141,7 +142,7 @@ def test_a_process_that_outlasts_the_drain_is_killed(
     settings: Settings, processes: list[BaseProcess]
 ) -> None:
     processes += [start_api_process("stuck")]
-    group = _Group(processes, settings)
+    group = _Group(processes, settings.model_copy(update={"drain_timeout_s": 2.0}))
     group._on_signal(signal.SIGTERM, None)
     exit_code, took = watch(group, Core())
     assert exit_code == ExitCode.CLEAN
