@@ -69,6 +69,8 @@ class GenerationRequest:
     adapter: str | None = None  # a loaded LoRA adapter's name; None: the base model
     # The start of the assistant's answer, already decided: generation continues from it.
     answer_prefix: str = ""
+    # The engine serves lower values first: interactive requests 0, batch lines more.
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ _FROM_SETTINGS: dict[str, tuple[str, ...]] = {
 _SERVER_OWN: dict[str, str] = {
     "enable_log_requests": "the server logs every request itself",
     "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
+    "scheduling_policy": "batch lines run at low priority: the policy is always `priority`",
 }
 MANAGED_ENGINE_ARGS = frozenset(_FROM_SETTINGS) | frozenset(_SERVER_OWN)
 
@@ -173,6 +174,7 @@ def build_engine_args(c: VLLMConfig) -> Any:
             disable_any_whitespace=c.disable_any_whitespace,
         ),
         enable_log_requests=False,
+        scheduling_policy="priority",  # batch lines yield to interactive requests
         stream_interval=c.stream_interval,
         enable_lora=c.enable_lora,
         max_loras=c.max_loras,
@@ -353,6 +355,7 @@ class VLLMEngine(Engine):
                 self._sampling_params(request.sampling),
                 request.request_id,
                 lora_request=self._lora_request(request.adapter),
+                priority=request.priority,
             )
             async for out in stream:
                 # With n > 1, vLLM runs one child request per choice; a delta holds an output for

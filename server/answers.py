@@ -54,6 +54,7 @@ class Question:
     adapter: str | None = None  # the LoRA adapter that answers; None: the base model
     thresholds: Mapping[str, float] = field(default_factory=dict)  # abstain below; only > 0
     detailed: bool = False  # each attribute as {value, confidence, abstained, alternatives}
+    priority: int = 0  # the engine's: batch lines ask at a larger number (served later)
 
     @property
     def scored(self) -> bool:
@@ -149,6 +150,7 @@ class FaceAnswerer:
             ),
             adapter=question.adapter,
             answer_prefix=attrs.answer_prefix(prefix) if prefix else "",
+            priority=question.priority,
         )
         text: list[str] = []
         tokens: list[TokenLogprob] = []

@@ -21,6 +21,7 @@ from model.engine import Adapter, Engine
 from model.registry import lookup
 from server.admission import Admission
 from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
+from server.batch.setup import start_batches
 from server.chat import ChatLimits, ChatService
 from server.config import ConfigError, Settings
 from server.errors import register_error_handlers
@@ -28,7 +29,7 @@ from server.faces import FaceOptions, FacesService
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
 from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
-from server.routes import adapters, chat, faces, health, metrics, models
+from server.routes import adapters, batches, chat, faces, files, health, metrics, models
 from server.state import AppState
 from server.watchdog import EngineMonitor, Watchdog, shutdown_engine
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from server.supervisor import Member
 
 log = logging.getLogger(__name__)
+
+UPLOAD_OVERHEAD = 64 * 1024  # multipart headers and the purpose field, around the file
 
 
 def build_engine(settings: Settings, client: ClientSlot | None = None) -> Engine:
@@ -196,6 +199,14 @@ def create_app(
             )
             watchdog.start()
             pushing = asyncio.create_task(app_metrics.keep_live()) if member else None
+            services = (state.chat, state.faces)
+            app.state.batch = (
+                await start_batches(
+                    settings, services, eng, admission, app_metrics, bool(user_keys)
+                )
+                if settings.batch_enabled
+                else None
+            )
             try:
                 state.ready = True
                 if member is not None:
@@ -208,6 +219,8 @@ def create_app(
                     member.mark(ready=False)
                 if pushing is not None:
                     pushing.cancel()
+                if app.state.batch is not None:  # its unfinished lines go back to the store
+                    await app.state.batch.stop()
                 await watchdog.stop()
                 await shutdown_engine(eng, state.monitor, settings.engine_dead_exit_s)
 
@@ -223,6 +236,9 @@ def create_app(
     auth = [Depends(APIKeyAuth(user_keys))]
     for router in (chat.router, faces.router, models.router):
         app.include_router(router, dependencies=auth)
+    if settings.batch_enabled:
+        for router in (files.router, batches.router):
+            app.include_router(router, dependencies=auth)
     if settings.allow_runtime_lora:  # Settings made sure an admin key is set
         admin = APIKeyAuth(admin_keys(settings, user_keys))
         app.include_router(adapters.router, dependencies=[Depends(admin)])
@@ -240,6 +256,8 @@ def create_app(
         RequestContext,
         metrics=app_metrics,
         max_body_bytes=settings.max_body_bytes,
+        # Batch input files stream to storage under their own cap.
+        body_caps={"/v1/files": settings.batch_max_file_bytes + UPLOAD_OVERHEAD},
         clocks=clocks,
         routes=routes,
         process=None if member is None else member.index,

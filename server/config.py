@@ -329,6 +329,61 @@ class Settings(BaseSettings):
         "picks stand as decoded. 9, one per attribute: always the most probable.",
     )
 
+    # --- batch API ---------------------------------------------------------------------------
+    batch_enabled: bool = Field(
+        True,
+        description="Serve OpenAI's Batch API (/v1/files, /v1/batches) and run batches in this "
+        "replica, at low priority beside interactive traffic.",
+    )
+    batch_dir: Path | None = Field(
+        None,
+        description="Where batch files and the SQLite job database live (one replica, or a "
+        "dedicated batch replica with a volume). Default: `batch` under model_cache_dir. Input "
+        "files are kept as uploaded, images included.",
+    )
+    batch_max_file_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=1024,
+        description="Largest batch input file accepted by POST /v1/files (413 beyond); it is "
+        "streamed to storage, never held in memory. OpenAI's cap is 200 MB.",
+    )
+    batch_max_file_lines: int = Field(
+        50_000,
+        ge=1,
+        description="Most lines (requests) in one batch input file (OpenAI's cap: 50,000).",
+    )
+    batch_concurrency: int = Field(
+        8,
+        ge=1,
+        description="Most batch lines running at once, when no interactive request is in flight "
+        "and the engine has no queue; while either holds, no new line starts.",
+    )
+    batch_max_lines_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Most batch lines started per second by this replica; 0 = no bound beyond "
+        "batch_concurrency.",
+    )
+    batch_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="How long a replica's claim on a batch line lasts without renewal (renewed "
+        "every third of it while the line runs): a dead replica's lines are taken over after "
+        "this. Lines of a killed process on the same host and batch_dir return at restart.",
+    )
+    batch_expiry_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="A batch's completion window (`24h` in the API): past it the batch "
+        "expires, keeping the lines that finished; the rest go to its error file.",
+    )
+    batch_retention_s: float = Field(
+        30 * 24 * 3600.0,
+        ge=0,
+        description="How long files and finished batches are kept after they were created; 0 = "
+        "until deleted.",
+    )
+
     @model_validator(mode="after")
     def _thresholds_name_attributes(self) -> Self:
         for name in self.min_confidence:

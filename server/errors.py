@@ -8,6 +8,7 @@ never reaches the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -144,8 +145,11 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    return validation_message(exc.errors())
+
+
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """First pydantic error as a short sentence and a dotted param path (no input values echoed)."""
-    errors = exc.errors()
     if not errors:
         return "Invalid request.", None
     first = errors[0]
