@@ -341,6 +341,12 @@ class Settings(BaseSettings):
         "dedicated batch replica with a volume). Default: `batch` under model_cache_dir. Input "
         "files are kept as uploaded, images included.",
     )
+    batch_database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (`postgresql://user:password@host/db`) holding batch jobs "
+        "and files for several replicas: any replica accepts, lists and serves batches, and "
+        "replicas share lines under leases. Unset: SQLite in batch_dir.",
+    )
     batch_max_file_bytes: int = Field(
         200 * 1024 * 1024,
         ge=1024,

@@ -54,7 +54,7 @@ class Blobs(abc.ABC):
             buf, i = pending + chunk, 0
             while (end := buf.find(b"\n", i)) >= 0:
                 if not skipping:
-                    yield base + i, buf[i:end]
+                    yield base + i, buf[i : min(end, i + max_line + 1)]
                 skipping, i = False, end + 1
             base, pending = base + i, buf[i:]
             if not skipping and len(pending) > max_line:
@@ -105,7 +105,10 @@ class DirBlobs(Blobs):
             return f.read(size)
 
     def chunks(self, file_id: str) -> Iterator[bytes]:
-        with self._path(file_id).open("rb") as f:
+        path = self._path(file_id)
+        if not path.exists():  # deleted: no content (as in the database store)
+            return
+        with path.open("rb") as f:
             while chunk := f.read(READ_CHUNK):
                 yield chunk
 

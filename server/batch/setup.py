@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from model.engine import Engine
@@ -23,6 +24,10 @@ def batch_dir(settings: Settings) -> Path:
 
 
 def open_store(settings: Settings) -> Store:
+    if settings.batch_database_url is not None:
+        from server.batch.postgres import postgres_store  # imports the driver
+
+        return postgres_store(settings.batch_database_url.get_secret_value())
     return sqlite_store(batch_dir(settings))
 
 
@@ -35,7 +40,7 @@ async def start_batches(
     keys_required: bool,
 ) -> BatchService:
     """The store opened and the runner started; `BatchService.stop` undoes both."""
-    store = open_store(settings)
+    store = await asyncio.to_thread(open_store, settings)
     options = RunnerOptions(
         concurrency=settings.batch_concurrency,
         max_lines_per_s=settings.batch_max_lines_per_s,

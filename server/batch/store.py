@@ -47,7 +47,10 @@ class FileInUse(Exception):
 class Database(abc.ABC):
     """One connection's worth of SQL, run in a worker thread, one transaction at a time."""
 
-    skip_locked = ""  # PostgreSQL: claims skip rows another replica is claiming
+    def lock_rows(self, table: str) -> str:
+        """The clause that makes a claim's SELECT skip rows another replica is claiming (none
+        is needed where one writer at a time holds the whole database)."""
+        return ""
 
     @abc.abstractmethod
     def transaction(self) -> AbstractContextManager[Cursor]: ...
@@ -184,7 +187,7 @@ class Store:
                 "SELECT id FROM batches WHERE (lease_until IS NULL OR lease_until < ?) AND ("
                 "status IN ('validating', 'cancelling', 'finalizing') OR (status = "
                 "'in_progress' AND (completed + failed >= total OR expires_at <= ?))) "
-                f"ORDER BY seq LIMIT 1{self.db.skip_locked}",
+                f"ORDER BY seq LIMIT 1{self.db.lock_rows('batches')}",
                 now, int(now),
             ).fetchone()  # fmt: skip
             if row is None:
@@ -263,7 +266,7 @@ class Store:
                 "l.start_byte, l.size FROM lines l JOIN batches b ON b.id = l.batch_id "
                 "WHERE b.status = 'in_progress' AND b.expires_at > ? AND l.state = 'pending' "
                 "AND (l.lease_until IS NULL OR l.lease_until < ?) "
-                f"ORDER BY b.seq, l.line_no LIMIT ?{self.db.skip_locked}",
+                f"ORDER BY b.seq, l.line_no LIMIT ?{self.db.lock_rows('l')}",
                 int(now), now, n,
             ).fetchall()  # fmt: skip
             for row in rows:
