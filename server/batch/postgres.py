@@ -85,14 +85,17 @@ CREATE INDEX IF NOT EXISTS batches_status ON batches (status);
 
 class PostgresDatabase(Database):
     def __init__(self, url: str) -> None:
-        import psycopg  # only a PostgreSQL store needs the driver
-
-        self._connect = lambda: psycopg.connect(url, autocommit=True)
+        self.url = url
         self.conn: Any = self._connect()
         self.lock = threading.Lock()
         with self.transaction() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             cursor.execute(SCHEMA)
+
+    def _connect(self) -> Any:
+        import psycopg  # only a PostgreSQL store needs the driver
+
+        return psycopg.connect(self.url, autocommit=True)
 
     def lock_rows(self, table: str) -> str:
         return f" FOR UPDATE OF {table} SKIP LOCKED"
