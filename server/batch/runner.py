@@ -174,6 +174,7 @@ class BatchRunner:
             self._wake.set()
 
     async def _advance(self, batch: BatchRecord) -> None:
+        self._counted = 0.0  # a status changes: the gauge catches up at the next step
         now = int(time.time())
         if batch.status == "validating":
             await self._validate(batch)

@@ -12,7 +12,7 @@ import pytest
 from openai.types import Batch
 from pydantic import SecretStr
 
-from tests.conftest import MakeClient
+from tests.conftest import AppClient, MakeClient, until
 from tests.server.batch.helpers import (
     CHAT,
     FACES,
@@ -26,6 +26,10 @@ from tests.server.batch.helpers import (
 )
 
 DONE = ("completed", "failed", "cancelled", "expired")
+
+
+def scrape(client: AppClient) -> str:
+    return client.state.metrics.exposition().decode()
 
 
 def completed(batch: Batch) -> int:
@@ -60,6 +64,8 @@ async def test_a_chat_batch_completes_with_every_custom_id_once(make_client: Mak
         listed = await api.batches.list()
         assert [b.id for b in listed.data] == [batch.id]
         assert (await api.files.retrieve(uploaded.id)).id == uploaded.id
+        await until(lambda: 'facellm_batches{status="completed"} 1.0' in scrape(client), 10)
+        assert 'facellm_batch_lines_total{status="completed"} 25.0' in scrape(client)
 
 
 async def test_run_time_errors_go_to_the_error_file_as_the_endpoint_answers(
