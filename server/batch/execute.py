@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from server.batch.records import LineResult
 from server.batch.validate import body_problem
 from server.chat import ChatService
-from server.errors import APIError, InvalidRequest, error_body
+from server.errors import APIError, InvalidRequest, Unavailable, error_body
 from server.faces import FacesService
 from server.protocol import ChatCompletionRequest, FaceAnalysisRequest
 
@@ -54,7 +54,8 @@ class LineExecutor:
             "response": {"status_code": status, "request_id": request_id, "body": answer},
             "error": None,
         }
-        return LineResult(ok=status < 400, record=json.dumps(record, separators=(",", ":")))
+        line = json.dumps(record, separators=(",", ":"))
+        return LineResult(ok=status < 400, record=line, retry=status == Unavailable.status)
 
     async def _answer(self, endpoint: str, body: Any) -> dict[str, Any]:
         problem = body_problem(endpoint, body)

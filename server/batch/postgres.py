@@ -14,72 +14,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from server.batch.blobs import Blobs, BlobWriter
-from server.batch.store import Cursor, Database, Store
+from server.batch.store import SCHEMA, Cursor, Database, Store
 
 CHUNK = 1024 * 1024
 _SCHEMA_LOCK = 0x46414345  # an advisory lock: replicas starting together create tables once
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    bytes BIGINT NOT NULL,
-    lines BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT
-);
+CHUNKS = """
 CREATE TABLE IF NOT EXISTS file_chunks (
     file_id TEXT NOT NULL,
     n INTEGER NOT NULL,
     data BYTEA NOT NULL,
     PRIMARY KEY (file_id, n)
 );
-CREATE TABLE IF NOT EXISTS batches (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    input_file_id TEXT NOT NULL,
-    completion_window TEXT NOT NULL,
-    status TEXT NOT NULL,
-    metadata TEXT,
-    errors TEXT,
-    output_file_id TEXT,
-    error_file_id TEXT,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    in_progress_at BIGINT,
-    finalizing_at BIGINT,
-    completed_at BIGINT,
-    failed_at BIGINT,
-    expired_at BIGINT,
-    cancelling_at BIGINT,
-    cancelled_at BIGINT,
-    total BIGINT NOT NULL DEFAULT 0,
-    completed BIGINT NOT NULL DEFAULT 0,
-    failed BIGINT NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_until DOUBLE PRECISION
-);
-CREATE TABLE IF NOT EXISTS lines (
-    batch_id TEXT NOT NULL,
-    line_no BIGINT NOT NULL,
-    custom_id TEXT NOT NULL,
-    start_byte BIGINT NOT NULL,
-    size BIGINT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    ok INTEGER,
-    record TEXT,
-    lease_owner TEXT,
-    lease_until DOUBLE PRECISION,
-    PRIMARY KEY (batch_id, line_no),
-    UNIQUE (batch_id, custom_id)
-);
-CREATE INDEX IF NOT EXISTS lines_pending ON lines (state, batch_id, line_no);
-CREATE INDEX IF NOT EXISTS batches_status ON batches (status);
 """
 
 
@@ -90,7 +36,8 @@ class PostgresDatabase(Database):
         self.lock = threading.Lock()
         with self.transaction() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            cursor.execute(SCHEMA)
+            cursor.execute(SCHEMA.format(serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
+            cursor.execute(CHUNKS)
 
     def _connect(self) -> Any:
         import psycopg  # only a PostgreSQL store needs the driver

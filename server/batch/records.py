@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 BatchStatus = Literal[
     "validating",
@@ -15,16 +15,7 @@ BatchStatus = Literal[
     "cancelling",
     "cancelled",
 ]
-BATCH_STATUSES: tuple[BatchStatus, ...] = (
-    "validating",
-    "failed",
-    "in_progress",
-    "finalizing",
-    "completed",
-    "expired",
-    "cancelling",
-    "cancelled",
-)
+BATCH_STATUSES: tuple[BatchStatus, ...] = get_args(BatchStatus)
 ENDPOINTS = ("/v1/chat/completions", "/v1/faces/analyze")
 # The moment each status was reached, as OpenAI names the batch's timestamps.
 STATUS_STAMPS: dict[str, str] = {
@@ -135,3 +126,6 @@ class LineResult:
 
     ok: bool
     record: str  # one JSON line, without the newline
+    # The server could not serve it now (503: engine dead, draining, saturated): not an answer
+    # about the request, so it is not recorded; the line is given back to run again later.
+    retry: bool = False

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5  # how often an idle runner looks for new work
 BUSY_POLL_S = 0.05  # how soon a runner held back by interactive traffic looks again
 COUNTS_EVERY_S = 5.0  # the batches-by-status gauge
+RETRY_PAUSE_S = 1.0  # no new line for this long after the server answered a line 503
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class BatchRunner:
         self.running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
-        self._next_start = 0.0  # the rate bound: the earliest time the next line may start
+        self._next_start = 0.0  # the earliest time the next line may start
         self._renewed = self._counted = 0.0
 
     async def start(self) -> None:
@@ -145,9 +146,9 @@ class BatchRunner:
         room = self.options.concurrency - len(self.running)
         if room <= 0 or self.busy():
             return False
+        if now < self._next_start:  # the rate bound, or a pause after a 503
+            return False
         if rate := self.options.max_lines_per_s:
-            if now < self._next_start:
-                return False
             room = 1
         lines = await self.store.claim_lines(self.owner, now, lease_until, room)
         for line in lines:
@@ -163,7 +164,12 @@ class BatchRunner:
                 self.store.blobs.read, line.input_file_id, line.start, line.size
             )
             result = await self.executor.run(line.endpoint, line.custom_id, raw)
-            if await self.store.record(line, result, int(time.time())):
+            if result.retry:
+                log.warning("batch line %s/%d: server unavailable, will run again",
+                            line.batch_id, line.line_no)  # fmt: skip
+                self._next_start = time.time() + RETRY_PAUSE_S
+                await self.store.release_line(line, self.owner)
+            elif await self.store.record(line, result, int(time.time())):
                 self.metrics.batch_lines.labels("completed" if result.ok else "failed").inc()
         except asyncio.CancelledError:
             raise  # the lease stays until released or run out: the line runs again

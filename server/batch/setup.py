@@ -55,7 +55,8 @@ async def start_batches(
         options,
         # Interactive requests are the only ones admission counts; batch lines never pass it.
         busy=lambda: admission.in_flight > 0 or engine.stats().waiting > 0,
-        draining=lambda: admission.draining,
+        # Draining, or the engine found dead (the process is on its way out): claim nothing.
+        draining=lambda: admission.draining or services[0].monitor.verdict is not None,
         metrics=metrics,
     )
     await runner.start()

@@ -40,6 +40,65 @@ _BATCH_COLUMNS = (
 _STAMP_NAMES = _BATCH_COLUMNS.split(", ")[10:19]
 
 
+# The tables, in SQL both databases take: `{serial}` is each one's auto-increasing key.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    seq {serial},
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    lines BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    seq {serial},
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    input_file_id TEXT NOT NULL,
+    completion_window TEXT NOT NULL,
+    status TEXT NOT NULL,
+    metadata TEXT,
+    errors TEXT,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    in_progress_at BIGINT,
+    finalizing_at BIGINT,
+    completed_at BIGINT,
+    failed_at BIGINT,
+    expired_at BIGINT,
+    cancelling_at BIGINT,
+    cancelled_at BIGINT,
+    total BIGINT NOT NULL DEFAULT 0,
+    completed BIGINT NOT NULL DEFAULT 0,
+    failed BIGINT NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS lines (
+    batch_id TEXT NOT NULL,
+    line_no BIGINT NOT NULL,
+    custom_id TEXT NOT NULL,
+    start_byte BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    ok BIGINT,
+    record TEXT,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (batch_id, line_no),
+    UNIQUE (batch_id, custom_id)
+);
+CREATE INDEX IF NOT EXISTS lines_pending ON lines (state, batch_id, line_no);
+CREATE INDEX IF NOT EXISTS batches_status ON batches (status);
+"""
+
+
 class FileInUse(Exception):
     """The file is the input of a batch that has not finished."""
 
@@ -333,6 +392,15 @@ class Store:
                   "WHERE lease_owner = ?", owner)  # fmt: skip
 
         await self._run(release)
+
+    async def release_line(self, line: ClaimedLine, owner: str) -> None:
+        await self._run(
+            lambda x: x(
+                "UPDATE lines SET lease_owner = NULL, lease_until = NULL WHERE batch_id = ? AND "
+                "line_no = ? AND lease_owner = ?",
+                line.batch_id, line.line_no, owner,
+            )
+        )  # fmt: skip
 
     async def lease_owners(self) -> list[str]:
         rows = await self._run(

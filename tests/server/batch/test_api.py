@@ -12,6 +12,7 @@ import pytest
 from openai.types import Batch
 from pydantic import SecretStr
 
+from model.fake_engine import FakeEngine
 from tests.conftest import AppClient, MakeClient, until
 from tests.server.batch.helpers import (
     CHAT,
@@ -183,3 +184,26 @@ async def test_another_key_sees_no_file_or_batch(make_client: MakeClient) -> Non
         assert (await alice.batches.retrieve(batch.id)).id == batch.id
         with pytest.raises(openai.AuthenticationError):
             await sdk(client.app, "mallory").batches.list()
+
+
+async def test_a_line_the_engine_could_not_serve_runs_again(make_client: MakeClient) -> None:
+    engine = FakeEngine()
+    engine.dead = True  # every line's generation fails: 503, engine unavailable
+    async with make_client(engine) as client:
+        api = sdk(client.app)
+        uploaded = await api.files.create(
+            file=("in.jsonl", jsonl([chat_line(f"r{i}") for i in range(5)])), purpose="batch"
+        )
+        batch = await api.batches.create(
+            input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h"
+        )
+        await until(lambda: client.state.monitor.verdict is not None, 10)
+        stuck = await api.batches.retrieve(batch.id)
+        assert stuck.status == "in_progress" and completed(stuck) == 0
+        assert stuck.request_counts and stuck.request_counts.failed == 0  # no 503 recorded
+        engine.dead, client.state.monitor.verdict = False, None  # as after a restart
+        done = await wait_for(api, batch.id, DONE)
+        assert done.status == "completed" and completed(done) == 5
+        assert done.output_file_id
+        out = records((await api.files.content(done.output_file_id)).content)
+        assert sorted(r["custom_id"] for r in out) == [f"r{i}" for i in range(5)]
