@@ -361,8 +361,20 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(
         8,
         ge=1,
-        description="Most batch lines running at once, when no interactive request is in flight "
-        "and the engine has no queue; while either holds, no new line starts.",
+        description="Most batch lines running at once, when interactive traffic leaves room "
+        "(see batch_idle_s).",
+    )
+    batch_idle_s: float = Field(
+        0.5,
+        ge=0,
+        description="Seconds without interactive requests in flight (and without an engine "
+        "queue) before batch lines start again: batches use the gaps in interactive traffic.",
+    )
+    batch_preempt: bool = Field(
+        True,
+        description="An interactive request cancels the batch lines running (they run again "
+        "later, answered once): interactive latency barely moves, at the price of redone batch "
+        "work. Off: running lines finish beside it (at vLLM's low priority).",
     )
     batch_max_lines_per_s: float = Field(
         0.0,

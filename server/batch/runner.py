@@ -29,7 +29,7 @@ from server.metrics import Metrics
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5  # how often an idle runner looks for new work
-BUSY_POLL_S = 0.05  # how soon a runner held back by interactive traffic looks again
+BUSY_POLL_S = 0.02  # how soon a runner with lines running, or held back, looks again
 COUNTS_EVERY_S = 5.0  # the batches-by-status gauge
 RETRY_PAUSE_S = 1.0  # no new line for this long after the server answered a line 503
 
@@ -42,6 +42,8 @@ class RunnerOptions:
     max_line_bytes: int
     max_lines: int
     retention_s: float
+    idle_s: float = 0.5  # interactive quiet this long before a line starts
+    preempt: bool = True  # interactive traffic cancels running lines (they run again later)
 
 
 class BatchRunner:
@@ -66,6 +68,7 @@ class BatchRunner:
         self._loop: asyncio.Task[None] | None = None
         self._next_start = 0.0  # the earliest time the next line may start
         self._renewed = self._counted = 0.0
+        self._last_busy = 0.0  # when interactive traffic was last seen
 
     async def start(self) -> None:
         await self.store.release(await self._dead_owners())
@@ -77,6 +80,11 @@ class BatchRunner:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        await self._give_back()
+
+    async def _give_back(self) -> None:
+        """Cancel the lines running here and release every lease held: they run again (here
+        or on another replica) as if never started. Their engine requests are aborted."""
         tasks = list(self.running.values())
         for task in tasks:
             task.cancel()
@@ -122,6 +130,10 @@ class BatchRunner:
         await self._housekeeping(now)
         if self.draining():
             return False
+        if self.busy():
+            self._last_busy = now
+            if self.running and self.options.preempt:
+                await self._give_back()
         lease_until = now + self.options.lease_s
         batch = await self.store.claim_batch(self.owner, now, lease_until)
         if batch is not None:
@@ -144,7 +156,7 @@ class BatchRunner:
 
     async def _fill(self, now: float, lease_until: float) -> bool:
         room = self.options.concurrency - len(self.running)
-        if room <= 0 or self.busy():
+        if room <= 0 or now - self._last_busy < self.options.idle_s:
             return False
         if now < self._next_start:  # the rate bound, or a pause after a 503
             return False

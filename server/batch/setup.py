@@ -48,6 +48,8 @@ async def start_batches(
         max_line_bytes=settings.max_body_bytes,  # a line is one request: the live cap
         max_lines=settings.batch_max_file_lines,
         retention_s=settings.batch_retention_s,
+        idle_s=settings.batch_idle_s,
+        preempt=settings.batch_preempt,
     )
     runner = BatchRunner(
         store,

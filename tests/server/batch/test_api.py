@@ -4,6 +4,7 @@ real engine and server processes: tests/e2e/test_batch*.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections import Counter
 
@@ -207,3 +208,31 @@ async def test_a_line_the_engine_could_not_serve_runs_again(make_client: MakeCli
         assert done.output_file_id
         out = records((await api.files.content(done.output_file_id)).content)
         assert sorted(r["custom_id"] for r in out) == [f"r{i}" for i in range(5)]
+
+
+async def test_interactive_traffic_preempts_batch_lines(make_client: MakeClient) -> None:
+    engine = FakeEngine(step_delay_s=0.02)  # a 4-token line takes ≈ 0.1 s
+    async with make_client(engine, batch_concurrency=4, batch_idle_s=0.3) as client:
+        api, runner = sdk(client.app), client.app.state.batch.runner
+        lines = [chat_line(f"r{i}") for i in range(30)]
+        uploaded = await api.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        batch = await api.batches.create(
+            input_file_id=uploaded.id, endpoint=CHAT, completion_window="24h"
+        )
+        await until(lambda: len(runner.running) > 0, 10)
+        # An interactive request of ≈ 1 s: no batch line runs beside it.
+        interactive = asyncio.create_task(
+            client.post(CHAT, json={**chat_line("x")["body"], "max_tokens": 50})
+        )
+        await until(lambda: client.state.admission.in_flight > 0, 5)
+        await until(lambda: not runner.running, 1)
+        seen_running = 0
+        while not interactive.done():
+            seen_running = max(seen_running, len(runner.running))
+            await asyncio.sleep(0.01)
+        assert (await interactive).status_code == 200
+        assert seen_running == 0
+        done = await wait_for(api, batch.id, DONE)
+        assert done.status == "completed" and done.output_file_id
+        out = records((await api.files.content(done.output_file_id)).content)
+        assert sorted(r["custom_id"] for r in out) == sorted(f"r{i}" for i in range(30))
