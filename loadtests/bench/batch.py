@@ -65,7 +65,9 @@ async def measure(base: str, plan: BatchPlan, max_tokens: int) -> dict[str, Any]
         idle = await probe(client, chat, plan.probes)
         best = {c: await client_rate(client, faces, c) for c in plan.concurrency}
         alone = await batch_rate(client, faces)
-        busy, still_running = await probe_during_batch(client, faces, chat, plan.probes)
+        busy, still_running, lines_meanwhile = await probe_during_batch(
+            client, faces, chat, plan.probes
+        )
     best_c = max(best, key=lambda c: best[c])
     return {
         "lines": plan.lines,
@@ -73,6 +75,7 @@ async def measure(base: str, plan: BatchPlan, max_tokens: int) -> dict[str, Any]
         "busy_p50_ms": statistics.median(busy),
         "p50_ratio": statistics.median(busy) / statistics.median(idle),
         "probes_while_running": still_running,
+        "lines_during_probes": lines_meanwhile,
         "client_req_per_s": best,
         "client_best_concurrency": best_c,
         "batch_lines_per_s": alone,
@@ -149,19 +152,22 @@ async def probe_during_batch(
     bodies: list[dict[str, Any]],
     chat: dict[str, Any],
     count: int,
-) -> tuple[list[float], int]:
-    """Interactive latencies while a batch runs, and how many were sent while it still ran
-    (a batch that finished first would flatter the figure: the count says so)."""
+) -> tuple[list[float], int, int]:
+    """Interactive latencies while a batch runs, how many were sent while it still ran (a batch
+    that finished first would flatter the figure), and the lines it finished meanwhile (batch
+    lines yield to interactive traffic: under back-to-back requests, few or none)."""
     batch_id = await submit(client, bodies)
     deadline = time.perf_counter() + BATCH_TIMEOUT_S
     while (await status(client, batch_id))["status"] != "in_progress":
         if time.perf_counter() > deadline:
             raise RuntimeError(f"batch {batch_id} never started")
         await asyncio.sleep(0.05)
+    before = (await status(client, batch_id))["request_counts"]["completed"]
     times = await probe(client, chat, count)
-    running = (await status(client, batch_id))["status"] == "in_progress"
+    after = await status(client, batch_id)
     await client.post(f"/v1/batches/{batch_id}/cancel")
-    return times, count if running else 0
+    running = after["status"] == "in_progress"
+    return times, count if running else 0, after["request_counts"]["completed"] - before
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -175,7 +181,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"- interactive chat p50: idle {result['idle_p50_ms']:.0f} ms, while a batch runs "
             f"{result['busy_p50_ms']:.0f} ms: ratio {result['p50_ratio']:.2f} "
             f"(goal ≤ {MAX_P50_RATIO}: {p50_ok}; {result['probes_while_running']} probes "
-            "sent while the batch still ran)",
+            f"sent while the batch still ran, {result['lines_during_probes']} lines finished "
+            "meanwhile)",
             f"- client sending the {result['lines']} requests itself, req/s: {rates}",
             f"- the same as a batch, alone: {result['batch_lines_per_s']:.1f} lines/s: ratio "
             f"{result['throughput_ratio']:.2f} to the client's best "
