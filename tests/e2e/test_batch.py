@@ -5,21 +5,27 @@ and files and batches that another key cannot see."""
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import openai
 import pytest
-from openai.types import Batch
 
 from tests.conftest import ServerProcess, start_server
+from tests.e2e.batch_client import (
+    CHAT,
+    DONE,
+    FACES,
+    batch_when,
+    chat_line,
+    face_line,
+    lines_of,
+    upload,
+)
 from tests.images import astronaut, data_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
-CHAT, FACES = "/v1/chat/completions", "/v1/faces/analyze"
-DONE = ("completed", "failed", "cancelled", "expired")
 KEYS = ("alice-key", "bob-key")
 
 
@@ -38,42 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def client(server: ServerProcess, key: str = KEYS[0]) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0, timeout=60)
-
-
-def face_line(custom_id: str, image: str) -> dict[str, object]:
-    body = {"image": image, "attributes": ["age_group", "eyewear"]}
-    return {"custom_id": custom_id, "method": "POST", "url": FACES, "body": body}
-
-
-def chat_line(custom_id: str, **body: object) -> dict[str, object]:
-    messages = [{"role": "user", "content": f"hello {custom_id}"}]
-    body = {"messages": messages, "max_tokens": 4, **body}
-    return {"custom_id": custom_id, "method": "POST", "url": CHAT, "body": body}
-
-
-def upload(api: openai.OpenAI, lines: list[dict[str, object]]) -> str:
-    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    return api.files.create(file=("input.jsonl", data), purpose="batch").id
-
-
-def batch_when(
-    api: openai.OpenAI, batch_id: str, condition: Callable[[Batch], bool], timeout_s: float = 120
-) -> Batch:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        batch = api.batches.retrieve(batch_id)
-        if condition(batch):
-            return batch
-        time.sleep(0.2)
-    raise AssertionError(f"batch {batch_id} not as expected within {timeout_s} s: {batch}")
-
-
-def completed(batch: Batch) -> int:
-    return batch.request_counts.completed if batch.request_counts else 0
-
-
-def lines_of(api: openai.OpenAI, file_id: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in api.files.content(file_id).text.splitlines()]
 
 
 def test_sdk_runs_a_faces_batch_to_completed(server: ServerProcess) -> None:

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import ServerProcess, start_server
-from tests.e2e.test_batch import CHAT, DONE, batch_when, chat_line, lines_of, upload
+from tests.e2e.batch_client import CHAT, DONE, batch_when, chat_line, lines_of, upload
 from tests.postgres import running_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]

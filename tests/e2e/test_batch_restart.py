@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import ServerProcess, start_server
-from tests.e2e.test_batch import DONE, FACES, batch_when, completed, face_line, lines_of, upload
+from tests.e2e.batch_client import DONE, FACES, batch_when, completed, face_line, lines_of, upload
 from tests.images import astronaut, data_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
