@@ -2,7 +2,8 @@
 fast a batch goes next to a client sending the same requests itself.
 
 On one fresh server of ours (SQLite store in the run's log directory):
-1. interactive chat latency, idle: --batch-probes requests one at a time (p50);
+1. interactive chat latency, idle: --batch-probes requests one at a time (p50; measured again
+   at the end, both halves in the idle p50, since a shared machine drifts over minutes);
 2. a client sending the batch's faces requests itself, at each concurrency: the best req/s;
 3. the same requests as a batch, alone: lines a second from creation to `completed`;
 4. the interactive probes again while another such batch runs: p50 against the idle one.
@@ -68,6 +69,7 @@ async def measure(base: str, plan: BatchPlan, max_tokens: int) -> dict[str, Any]
         busy, still_running, lines_meanwhile = await probe_during_batch(
             client, faces, chat, plan.probes
         )
+        idle += await probe(client, chat, plan.probes)  # before and after: a shared machine drifts
     best_c = max(best, key=lambda c: best[c])
     return {
         "lines": plan.lines,

@@ -1,10 +1,12 @@
 """The batch runner: validates new batches, claims lines under a lease and runs them, ends
 batches (completed, cancelled, expired) with their output and error files.
 
-Low priority, twice over: lines go to vLLM at a larger priority number, and the runner starts
-no line while an interactive request is in flight or the engine has a queue, so batches use
-only the capacity interactive traffic leaves. On drain or shutdown it stops claiming and gives
-its unfinished lines back (their leases released): a restart, or another replica, runs them.
+Low priority, three times over: lines go to vLLM at a larger priority number; a line starts only
+after `idle_s` without interactive requests in flight, and not while the engine has a queue; and
+an interactive request preempts the lines running (cancelled, their leases released: they run
+again later, still answered once). Batches use only the capacity interactive traffic leaves. On
+drain or shutdown the runner stops claiming and gives its unfinished lines back: a restart, or
+another replica, runs them.
 """
 
 from __future__ import annotations
@@ -52,14 +54,16 @@ class BatchRunner:
         store: Store,
         executor: LineExecutor,
         options: RunnerOptions,
-        busy: Callable[[], bool],
+        interactive: Callable[[], bool],
+        engine_queued: Callable[[], bool],
         draining: Callable[[], bool],
         metrics: Metrics,
     ) -> None:
         self.store = store
         self.executor = executor
         self.options = options
-        self.busy = busy  # interactive requests in flight, or an engine queue
+        self.interactive = interactive  # interactive requests in flight: batch lines yield
+        self.engine_queued = engine_queued  # the engine has a queue: no line would start now
         self.draining = draining
         self.metrics = metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -119,7 +123,7 @@ class BatchRunner:
                 worked = False
             if not worked:
                 self._wake.clear()
-                wait = BUSY_POLL_S if self.running or self.busy() else IDLE_POLL_S
+                wait = BUSY_POLL_S if self.running or self.interactive() else IDLE_POLL_S
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
@@ -130,7 +134,7 @@ class BatchRunner:
         await self._housekeeping(now)
         if self.draining():
             return False
-        if self.busy():
+        if self.interactive():
             self._last_busy = now
             if self.running and self.options.preempt:
                 await self._give_back()
@@ -156,7 +160,7 @@ class BatchRunner:
 
     async def _fill(self, now: float, lease_until: float) -> bool:
         room = self.options.concurrency - len(self.running)
-        if room <= 0 or now - self._last_busy < self.options.idle_s:
+        if room <= 0 or now - self._last_busy < self.options.idle_s or self.engine_queued():
             return False
         if now < self._next_start:  # the rate bound, or a pause after a 503
             return False

@@ -56,7 +56,9 @@ async def start_batches(
         LineExecutor(*services),
         options,
         # Interactive requests are the only ones admission counts; batch lines never pass it.
-        busy=lambda: admission.in_flight > 0 or engine.stats().waiting > 0,
+        interactive=lambda: admission.in_flight > 0,
+        # Queued in the engine (batch lines' own requests too): a new line would only wait.
+        engine_queued=lambda: engine.stats().waiting > 0,
         # Draining, or the engine found dead (the process is on its way out): claim nothing.
         draining=lambda: admission.draining or services[0].monitor.verdict is not None,
         metrics=metrics,
