@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from server.batch.blobs import Blobs, BlobWriter
-from server.batch.store import SCHEMA, Cursor, Database, Store
+from server.batch.db import SCHEMA, Cursor, Database
+from server.batch.store import Store
 
 CHUNK = 1024 * 1024
 _SCHEMA_LOCK = 0x46414345  # an advisory lock: replicas starting together create tables once

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from server.batch.blobs import DirBlobs
-from server.batch.store import SCHEMA, Cursor, Database, Store
+from server.batch.db import SCHEMA, Cursor, Database
+from server.batch.store import Store
 
 
 class SQLiteDatabase(Database):
