@@ -38,9 +38,10 @@ venv: $(STAMP)  ## Create .venv with vLLM (CPU or GPU build) and dev tools
 serve: $(STAMP)  ## Serve on 127.0.0.1:8000 (default: the demo model; FACELLM_MODEL=... for real weights)
 	$(BIN)/facellm-server
 
-tools:  ## Test tools outside PyPI: promtool (Debian's prometheus), chromium (Debian's, for the playground test)
+tools:  ## Test tools outside PyPI, from Debian: promtool, chromium (playground test), PostgreSQL (batch tests)
 	bash scripts/install_promtool.sh
 	bash scripts/install_chromium.sh
+	bash scripts/install_postgres.sh
 
 test: $(STAMP) tools lint typecheck check-deploy  ## Lint, type-check, deploy checks, the whole suite
 	$(BIN)/pytest -m "not deploy"

@@ -76,6 +76,9 @@ render_and_validate "offline: NetworkPolicy without hub egress, nothing admitted
     --set model.preset=1B --set server.allowDownload=false --set networkPolicy.enabled=true \
     --set networkPolicy.ingress.sameNamespace=false --set prometheusRule.enabled=true \
     --set autoscaling.mode=keda --set modelCache.persistence.enabled=true
+render_and_validate "Batch API on SQLite, a claim" --set batch.enabled=true
+render_and_validate "Batch API on PostgreSQL, 3 replicas" --set batch.enabled=true \
+    --set batch.database.existingSecret=facellm-batch-db --set replicaCount=3
 
 # The alert rules as the chart ships them: the PrometheusRule's spec, rendered from
 # rules/facellm-alerts.yaml with the given values, as a plain Prometheus rules file in $1.

@@ -67,6 +67,8 @@ class GenerationRequest:
     messages: Sequence[ChatMessage]
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     adapter: str | None = None  # a loaded LoRA adapter's name; None: the base model
+    # The engine serves lower values first: interactive requests 0, batch lines more.
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ FROM_CONFIG = frozenset(
 ENGINE_OWN: dict[str, str] = {
     "enable_log_requests": "the server logs every request itself",
     "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
+    "scheduling_policy": "batch lines run at low priority: the policy is always `priority`",
 }
 
 
@@ -140,6 +141,7 @@ def build_engine_args(c: VLLMConfig) -> Any:
             disable_any_whitespace=c.disable_any_whitespace,
         ),
         enable_log_requests=False,
+        scheduling_policy="priority",  # batch lines yield to interactive requests
         enable_lora=c.enable_lora,
         max_lora_rank=c.max_lora_rank,  # type: ignore[arg-type]  # checked by Settings
         **c.passed_on,

@@ -154,6 +154,7 @@ class VLLMEngine(Engine):
                 self._sampling_params(request.sampling),
                 request.request_id,
                 lora_request=self._lora_request(request.adapter),
+                priority=request.priority,
             )
             async for out in stream:
                 # With n > 1, vLLM runs one child request per choice; a delta holds an output for

@@ -50,6 +50,7 @@ class Question:
     adapter: str | None = None  # the LoRA adapter that answers; None: the base model
     thresholds: Mapping[str, float] = field(default_factory=dict)  # abstain below; only > 0
     detailed: bool = False  # each attribute as {value, confidence, abstained, alternatives}
+    priority: int = 0  # the engine's: batch lines ask at a larger number (served later)
 
     @property
     def scored(self) -> bool:
@@ -113,6 +114,7 @@ class FaceAnswerer:
                 logprobs=CONFIDENCE_LOGPROBS if question.scored else None,
             ),
             adapter=question.adapter,
+            priority=question.priority,
         )
         text: list[str] = []
         tokens: list[TokenLogprob] = []

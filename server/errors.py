@@ -8,6 +8,7 @@ never reaches the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,11 @@ def error_body(message: str, type_: str, code: str, param: str | None = None) ->
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    return validation_message(exc.errors())
+
+
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """First pydantic error as a short sentence and a dotted param path (no input values echoed)."""
-    errors = exc.errors()
     if not errors:
         return "Invalid request.", None
     first = errors[0]
@@ -158,6 +163,17 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"Invalid request{where}: {reason}.", param
 
 
+def _allowed(request: Request) -> str:
+    """Every method the path takes. Starlette's own `Allow` names only the first route of the
+    path, where one path has a route per method (GET and POST /v1/files)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "__none__"})
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 def register_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, APIError)
@@ -168,13 +184,14 @@ def register_error_handlers(app: FastAPI) -> None:
         message, param = _validation_message(exc)
         return JSONResponse(error_body(message, InvalidRequest.type, "invalid_request", param), 400)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return JSONResponse(
-            error_body(str(exc.detail), kind, code), exc.status_code, headers=exc.headers
-        )
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed(request)}
+        return JSONResponse(error_body(str(exc.detail), kind, code), exc.status_code, headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

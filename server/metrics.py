@@ -25,6 +25,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from server.batch.records import BATCH_STATUSES
+
 LIVE_PUSH_S = 0.5  # with several API processes: how stale another process's live gauges may be
 SCRAPE_CACHE_S = 1.0  # well under any scrape interval; values are at most this stale
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -125,6 +127,21 @@ class Metrics:
             ["model_name"],
             registry=r,
             multiprocess_mode="livesum",
+        )
+
+        self.batch_lines = Counter(
+            "facellm_batch_lines",
+            "Batch lines answered by this server, by outcome: completed (2xx) or failed.",
+            ["status"],
+            registry=r,
+        )
+        self.batch_statuses = BATCH_STATUSES
+        self.batches = Gauge(
+            "facellm_batches",
+            "Batches in the batch store by status (every replica sharing it sees them all).",
+            ["status"],
+            registry=r,
+            multiprocess_mode="max",
         )
 
     def bind(

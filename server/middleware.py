@@ -17,6 +17,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,11 +84,13 @@ class RequestContext:
         clocks: ClientClocks,
         routes: RouteTable,
         process: int | None = None,
+        body_caps: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_caps = body_caps or {}  # paths whose bodies have a cap of their own
         self.clocks = clocks
         # With several API processes, every response says which one answered.
         self.headers = [] if process is None else [(b"x-facellm-process", str(process).encode())]
@@ -104,13 +107,14 @@ class RequestContext:
         start = time.perf_counter()
         seen: dict[str, Any] = {"status": 500, "received": 0, "sent": 0, "started": False}
         clocks = _Clocks(self.clocks, scope["path"] in self.routes.generation)
+        cap = self.body_caps.get(scope["path"], self.max_body_bytes)
 
         async def capped_receive() -> Message:
             message = await clocks.receive(receive)
             if message["type"] == "http.request":
                 seen["received"] += len(message.get("body", b""))
-                if seen["received"] > self.max_body_bytes:
-                    raise _BodyTooLarge(self.max_body_bytes)
+                if seen["received"] > cap:
+                    raise _BodyTooLarge(cap)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -123,8 +127,8 @@ class RequestContext:
             await clocks.send(send, message)
 
         try:
-            if _declared_length(scope) > self.max_body_bytes:
-                raise _BodyTooLarge(self.max_body_bytes)
+            if _declared_length(scope) > cap:
+                raise _BodyTooLarge(cap)
             await self.app(scope, capped_receive, tracking_send)
         except _ClientStopped:
             # The headers are out: nothing more can be said to this client. Drop the connection
@@ -140,9 +144,7 @@ class RequestContext:
             seen["status"] = 413
             await send_error(
                 send,
-                PayloadTooLarge(
-                    f"Request body exceeds {self.max_body_bytes} bytes.", code="body_too_large"
-                ),
+                PayloadTooLarge(f"Request body exceeds {cap} bytes.", code="body_too_large"),
                 echo,
             )
         finally:

@@ -4,13 +4,15 @@
     python -m loadtests.bench --workload photo    # the phone-photo workload alone (≈ 3–4 min)
 
 Same machine, same demo model, same engine settings, same requests (one distinct image each).
-Two workloads, both by default (`--workload`):
+Three workloads, all by default (`--workload`):
 - small: chat over a distinct --image-size² JPEG per request, on all four systems;
 - photo (`loadtests.bench.photo`): chat over a distinct 4032×3024 phone photo (≈ 2 MB JPEG) per
   request at --photo-concurrency, on this server and vLLM's; then `/v1/faces/analyze` over photos
   with two faces each, at concurrency 1, on this server only. It runs on the servers the small
   workload started, after it, so it adds no server starts (≈ 40 s a repeat); alone, it starts
   the two servers itself, and repeats twice by default since the starts take most of its time.
+- batch (`loadtests.bench.batch`): on a server of its own, interactive chat p50 idle and while a
+  faces batch runs, and the batch's lines a second against a client sending the same requests.
 The HTTP floor (`loadtests.bench.floor`) is the least any HTTP front can do around the same engine:
 it splits what HTTP itself costs here from what this server's layer adds.
 With 2 cores nothing runs beside the system under test: each repeat starts every system afresh,
@@ -31,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from loadtests.bench.batch import BatchPlan, run_batch
+from loadtests.bench.batch import markdown as batch_markdown
 from loadtests.bench.cpu import NoisePolicy
 from loadtests.bench.load import plan_points
 from loadtests.bench.orchestrator import bench_meta, run_all
@@ -49,8 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=list(WORKLOADS),
         help="small: a distinct --image-size² JPEG per chat request, all four systems; "
         "photo: a distinct 4032×3024 phone photo per request — chat on this server and vLLM's, "
-        "then /v1/faces/analyze (two faces a photo) on this server (default: both)",
+        "then /v1/faces/analyze (two faces a photo) on this server; batch: interactive chat "
+        "p50 idle vs while a faces batch runs, and batch vs client throughput (default: all)",
     )
+    p.add_argument("--batch-lines", type=int, default=200, help="faces lines in each batch")
+    p.add_argument("--batch-probes", type=int, default=30, help="interactive requests per p50")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument(
         "--repeats", type=int, help="default: 3, or 2 for the photo workload alone (≈ 3–4 min)"
@@ -133,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     bench = make_bench(args, model_dir, logs)
     started = time.monotonic()
-    runs = run_all(bench)
-    payload, text = report(runs, bench_meta(bench, time.monotonic() - started))
+    runs = run_all(bench) if bench.systems() else []  # the batch workload alone: none
+    payload, text = (
+        report(runs, bench_meta(bench, time.monotonic() - started)) if runs else ({}, "")
+    )
+    if "batch" in bench.workloads:
+        batch = run_batch(bench, BatchPlan(lines=args.batch_lines, probes=args.batch_probes))
+        payload["batch"] = batch
+        text += batch_markdown(batch)
     (args.out / f"bench-{stamp}.json").write_text(json.dumps(payload, indent=2) + "\n")
     (args.out / f"bench-{stamp}.md").write_text(text)
     sys.stdout.write(text)

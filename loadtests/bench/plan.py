@@ -11,8 +11,9 @@ from loadtests.bench.load import Point
 from loadtests.bench.photo import PhotoPlan
 
 SYSTEMS = ("engine", "floor", "facellm", "vllm")
-WORKLOADS = ("small", "photo")
-WORKLOAD_SYSTEMS = {"small": SYSTEMS, "photo": ("facellm", "vllm")}
+WORKLOADS = ("small", "photo", "batch")
+# The batch workload starts a server of ours of its own (loadtests/bench/batch.py).
+WORKLOAD_SYSTEMS = {"small": SYSTEMS, "photo": ("facellm", "vllm"), "batch": ()}
 FACES_SYSTEM = "facellm"  # the only one with /v1/faces/analyze
 
 

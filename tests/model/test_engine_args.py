@@ -50,6 +50,7 @@ def test_unknown_argument_is_named_with_the_nearest_one() -> None:
         ("max_lora_rank", "FACELLM_MAX_LORA_RANK"),
         ("enable_lora", "FACELLM_LORA_ADAPTERS"),
         ("enable_log_requests", "logs every request"),
+        ("scheduling_policy", "low priority"),
     ],
 )
 def test_argument_the_server_sets_is_refused_naming_the_setting(key: str, setting: str) -> None:
@@ -66,6 +67,7 @@ def test_known_arguments_reach_the_engine_args() -> None:
     assert isinstance(args, vllm.AsyncEngineArgs)
     assert (args.max_num_batched_tokens, args.kv_cache_dtype, args.seed) == (1536, "auto", 7)
     assert (args.model, args.max_model_len) == ("/models/m", 4096)  # the server's, untouched
+    assert args.scheduling_policy == "priority"  # batch lines ask at a larger number
 
 
 def test_managed_arguments_are_exactly_those_the_server_sets() -> None:

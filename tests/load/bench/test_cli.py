@@ -9,9 +9,9 @@ import pytest
 from loadtests.bench.cli import make_bench, parse_args
 
 
-def test_both_workloads_run_by_default_and_photo_alone_needs_two_servers(tmp_path: Path) -> None:
+def test_every_workload_runs_by_default_and_photo_alone_needs_two_servers(tmp_path: Path) -> None:
     args = parse_args([])
-    assert args.workload == ["small", "photo"]
+    assert args.workload == ["small", "photo", "batch"]
     both = make_bench(args, tmp_path / "demo", tmp_path)
     assert both.systems() == ("engine", "floor", "facellm", "vllm")
     assert [(p.concurrency, p.requests) for p in both.photo.chat_points] == [(1, 12), (8, 16)]

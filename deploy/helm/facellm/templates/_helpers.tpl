@@ -146,3 +146,20 @@ front, one process a core (at least 1, at most 8). "4", "4.5" and "4500m" read a
 {{- max 1 (min 8 (sub (sub $cores 1) $tp)) -}}
 {{- end -}}
 {{- end }}
+
+{{- define "facellm.batchClaim" -}}
+{{- default (printf "%s-batch" (include "facellm.fullname" .)) .Values.batch.persistence.existingClaim -}}
+{{- end }}
+
+{{/*
+The Batch API on SQLite keeps its jobs on one claim: one replica (or a dedicated batch release).
+Several replicas share batches only through PostgreSQL (batch.database.existingSecret).
+*/}}
+{{- define "facellm.batchOnSqlite" -}}
+{{- if and .Values.batch.enabled (not .Values.batch.database.existingSecret) -}}
+{{- if or (gt (int .Values.replicaCount) 1) (ne .Values.autoscaling.mode "none") -}}
+{{- fail "batch.enabled on SQLite (no batch.database.existingSecret) needs one replica: set replicaCount=1 and autoscaling.mode=none, or give a PostgreSQL URL in batch.database.existingSecret" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end }}
