@@ -88,17 +88,19 @@ def goals(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             f"{worst['attributes_per_face']['max']:.0f} attributes"
         )
         rows.append(("output tokens per face = attributes asked", measured, _met(max(off) < 1e-9)))
+    # At concurrency 1 only: with requests in flight the histogram also times the wait for the
+    # detector's network (one inference at a time) and for the CPU, not the detector's own work.
     detector = [
         e["detector_ms_per_photo"]["median"]
         for e in summary.values()
-        if "detector_ms_per_photo" in e
+        if e["concurrency"] == 1 and "detector_ms_per_photo" in e
     ]
     if detector:
         worst_ms = max(detector)
         rows.append(
             (
                 f"detector ≤ {DETECTOR_GOAL_MS:.0f} ms per 12-MP photo",
-                f"{worst_ms:.1f} ms (slowest point)",
+                f"{worst_ms:.1f} ms (concurrency 1, slower kind)",
                 _met(worst_ms <= DETECTOR_GOAL_MS),
             )
         )
@@ -126,8 +128,9 @@ def faces_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[
         "every served attribute. "
         "Concurrency 1: plain and `confidence: true` requests interleaved "
         f"({plan.get('latency_requests', '?')} a kind, half each); concurrency "
-        f"{plan.get('concurrency', '?')}: plain. {meta['repeats']} repeats, median (min–max). "
-        "Detector: the server's `facellm_face_detection_seconds` over the point.",
+        f"{plan.get('concurrency', '?')}: plain. Repeats: {meta['repeats']}, median (min–max). "
+        "Detector: the server's `facellm_face_detection_seconds` over the point (above "
+        "concurrency 1 it also counts waiting for the detector and the CPU).",
         "",
         "| photo | conc | p50 ms | p95 ms | faces/s | confidence p50 ms | confidence / plain "
         "| tokens per face | attributes per face | detector ms per photo | errors "

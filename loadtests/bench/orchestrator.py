@@ -113,9 +113,14 @@ def log_points(workload: str, points: list[dict[str, Any]]) -> None:
     for p in points:
         log.info(
             "  %s c=%d: %.2f req/s, e2e p50 %.0f ms (others took %.0f%% CPU; attempt %d)",
-            *(workload, p["concurrency"], p["req_per_s"], p["e2e_p50_ms"]),
+            *(_part(workload, p), p["concurrency"], p["req_per_s"], p["e2e_p50_ms"]),
             *(100 * p["others_cpu_share"], p["attempts"]),
         )
+
+
+def _part(workload: str, point: dict[str, Any]) -> str:
+    """The workload, and the photo kind of a faces point."""
+    return f"{workload} ({point['kind']})" if "kind" in point else workload
 
 
 def bench_meta(bench: Bench, wall_s: float) -> dict[str, Any]:
