@@ -11,7 +11,8 @@ different photo in every request, every served attribute asked. Per photo kind:
 
 Every point also gives output tokens per face (`usage.completion_tokens` ÷ faces; the goal is one
 token per attribute asked) and the detector's milliseconds per photo, from the server's own
-`facellm_face_detection_seconds` histogram: its _sum and _count deltas over the point.
+`facellm_face_detection_seconds` histogram: its _sum and _count deltas over the point (over
+the attempt that counted, when a noisy one was measured again).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -50,7 +50,6 @@ DETECTION_METRIC = "facellm_face_detection_seconds"
 # The server renders /metrics at most once a second and serves that rendering meanwhile
 # (server/metrics.py): a scrape waits this long after the last request it must see.
 METRICS_CACHE_S = 1.0
-_KEPT_BATCHES = 8  # a repeat's warm-up and four points, and a retry
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,6 @@ def asks_confidence(index: int, interleave: bool) -> bool:
     return interleave and (index + index // 2) % 2 == 1
 
 
-@lru_cache(maxsize=_KEPT_BATCHES)
 def face_requests(
     kind: PhotoKind, count: int, first: int, interleave: bool, size: tuple[int, int]
 ) -> tuple[FaceRequest, ...]:

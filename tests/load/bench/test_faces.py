@@ -55,7 +55,6 @@ def no_quiet_wait(monkeypatch: pytest.MonkeyPatch) -> None:
         return 0.0
 
     monkeypatch.setattr(load, "wait_for_quiet", quiet)
-    face_requests.cache_clear()
 
 
 def test_it_waits_out_the_servers_metrics_cache() -> None:
