@@ -42,6 +42,7 @@ def faces_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "kind": repeats[0]["kind"],
             "concurrency": repeats[0]["concurrency"],
             "errors": sum(p["errors"] for p in repeats),
+            "stray_photos": sum(_stray(p) for p in repeats),
         }
         for figure in FIGURES:
             values = [p[figure] for p in repeats if p.get(figure) is not None]
@@ -49,6 +50,13 @@ def faces_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 entry[figure] = _spread(values)
         summary[key] = entry
     return summary
+
+
+def _stray(point: Mapping[str, Any]) -> int:
+    """Photos the server's detector saw during a point beyond those the point sent: another
+    client used the server meanwhile, and the point's figures are not its own."""
+    seen = int(point.get("detected_photos", 0))
+    return max(0, seen - int(point["requests"]) - int(point["errors"]))
 
 
 def _met(ok: bool) -> str:
@@ -152,6 +160,13 @@ def faces_markdown(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[
         ]
         label = KIND_LABELS.get(entry["kind"], entry["kind"])
         lines.append(f"| {label} | {entry['concurrency']} | {' | '.join(cells)} |")
+    stray = sum(entry["stray_photos"] for entry in summary.values())
+    if stray:
+        lines += [
+            "",
+            f"**The server's detector saw {stray} photos this benchmark did not send**: another "
+            "client used the server during the points, so these figures are not to be trusted.",
+        ]
     lines += ["", "Issue 21's goals (medians over repeats):", "", "| goal | measured | met |"]
     lines += ["|---|---:|---|", *(f"| {g} | {m} | {ok} |" for g, m, ok in goals(summary))]
     return lines

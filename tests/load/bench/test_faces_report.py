@@ -21,6 +21,8 @@ def face_point(kind: str, c: int, p50: float, **extra: float) -> dict[str, Any]:
         "detector_ms_per_photo": 12.0,
         "others_cpu_share": 0.02,
         "body_mb": 2.5,
+        "requests": 16,
+        "detected_photos": 16,
     }
     if c == 1:
         figures |= {"confidence_p50_ms": 1.02 * p50, "confidence_ratio": 1.02}
@@ -105,3 +107,13 @@ def test_the_report_has_a_faces_section_with_the_goals_and_the_json_figures() ->
     assert "| two faces | 8 | 900 (900–900) | 1350 (1350–1350) | 8.0 (8.0–8.0) | — | — |" in text
     assert "| one face, confidence p50 ≤ 1.05 × plain | 1.020 × | yes |" in text
     assert "## Photo workload" not in text and "engine only" not in text
+
+
+def test_photos_another_client_sent_meanwhile_are_flagged() -> None:
+    meta: dict[str, Any] = {"repeats": 2, "workloads": ["faces"], "faces": {}}
+    clean = report(faces_runs(), meta)[1]
+    assert "did not send" not in clean
+    runs = faces_runs({"detected_photos": 21.0})  # 16 sent
+    summary = faces_summary(runs)
+    assert summary["two_faces c=1"]["stray_photos"] == 5
+    assert "detector saw 5 photos this benchmark did not send" in report(runs, meta)[1]
