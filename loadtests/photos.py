@@ -5,8 +5,9 @@ to 4032×3024 (a 12 MP phone camera), with fine sensor-like grain so the JPEG (q
 about 2 MB as a phone's would (a smooth upscale alone compresses to half that):
 
 - `chat_photo`: a 4:3 crop around the face, varied (crop, mirror, exposure), for chat requests;
-- `faces_photo`: two astronaut portraits (~1500 px) side by side on a neutral background, for
-  `/v1/faces/analyze`; OpenCV's Haar detector finds exactly these two faces.
+- `faces_photo`: one astronaut portrait (~1500 px) centred on a neutral background (`one_face`),
+  or two side by side (`two_faces`), for `/v1/faces/analyze`: the server's CenterFace detector
+  finds exactly that many faces (tests/load/test_photos.py checks it).
 
 Every index gives different pixels — a 40-bit stamp of the index in a corner guarantees it, and the
 grain's offset differs within the faces too — so neither vLLM's multimodal cache (keyed on pixels)
@@ -32,12 +33,12 @@ from loadtests.images import (
     jpeg_data_url,
 )
 
-PhotoKind = Literal["chat", "faces"]
+PhotoKind = Literal["chat", "one_face", "two_faces"]
 PHOTO_SIZE = (4032, 3024)
 QUALITY = 90
 PORTRAIT_SIDE = 1500  # at full size; scaled with the photo
-# Head and shoulders only: with the whole 512² picture (flag, suit patches), the Haar cascade
-# now and then finds a third "face" at this scale; with this crop it found exactly two in 100.
+# Head and shoulders only: the whole 512² picture (flag, suit patches) adds clutter no face
+# analysis needs; this crop keeps one clear face per portrait.
 _PORTRAIT_BOX = (75, 0, 375, 300)
 _GRAIN_TILE = (1024, 768)
 _GRAIN_SIGMA = 3.0  # grey levels; makes a 4032×3024 JPEG at quality 90 weigh ≈ 2 MB
@@ -92,33 +93,45 @@ def chat_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
     return image
 
 
-def faces_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
-    """Two astronaut portraits side by side on a grey background, each centred in its half.
+def faces_photo(index: int, size: tuple[int, int] = PHOTO_SIZE, faces: int = 2) -> Image.Image:
+    """One astronaut portrait centred on a grey background, or two, each centred in its half.
 
-    Only what the Haar cascade tolerates varies: background tint, mirroring, a little exposure,
-    the grain and the stamp. Moving or resizing the portraits made it see a third face at times.
+    What varies: background tint, mirroring, a little exposure, the grain and the stamp; the
+    portraits keep their place and size, so every photo of a kind has the same faces to find.
     """
+    if faces not in (1, 2):
+        raise ValueError(f"one or two faces, not {faces}")
     rng = random.Random(index)
     width, height = size
     grey = rng.randint(100, 170)
     tint = (grey + rng.randint(-12, 12), grey, grey + rng.randint(-12, 12))
     image = Image.new("RGB", size, tint)
     side = round(PORTRAIT_SIDE * width / PHOTO_SIZE[0])
-    for half in (0, 1):
+    slot = width // faces  # each portrait centred in its share of the width
+    for i in range(faces):
         portrait = astronaut().crop(_PORTRAIT_BOX)
         if rng.random() < 0.5:
             portrait = ImageOps.mirror(portrait)
         portrait = ImageEnhance.Brightness(portrait).enhance(rng.uniform(0.9, 1.1))
         portrait = portrait.resize((side, side), Image.Resampling.BILINEAR)
-        image.paste(portrait, (half * width // 2 + (width // 2 - side) // 2, (height - side) // 2))
+        image.paste(portrait, (i * slot + (slot - side) // 2, (height - side) // 2))
     image = _add_grain(image, index)
     _stamp(image, index)
     return image
 
 
+def one_face_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
+    return faces_photo(index, size, faces=1)
+
+
+def two_faces_photo(index: int, size: tuple[int, int] = PHOTO_SIZE) -> Image.Image:
+    return faces_photo(index, size, faces=2)
+
+
 PHOTOS: dict[PhotoKind, Callable[[int, tuple[int, int]], Image.Image]] = {
     "chat": chat_photo,
-    "faces": faces_photo,
+    "one_face": one_face_photo,
+    "two_faces": two_faces_photo,
 }
 
 

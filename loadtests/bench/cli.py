@@ -1,18 +1,22 @@
 """Side-by-side benchmark: engine-only ceiling, HTTP floor, this server, vLLM's OpenAI server.
 
-    python -m loadtests.bench [--workload small photo] [--concurrency 1 8 32] [--repeats 3]
-    python -m loadtests.bench --workload photo    # the phone-photo workload alone (≈ 3–4 min)
+    python -m loadtests.bench [--workload small photo faces] [--concurrency 1 8 32] [--repeats 3]
+    python -m loadtests.bench --workload photo    # the phone-photo chats alone (≈ 3–4 min)
+    python -m loadtests.bench --workload faces    # face analysis alone, one fresh server (≈ 2 min)
 
 Same machine, same demo model, same engine settings, same requests (one distinct image each).
-Three workloads, all by default (`--workload`):
+Four workloads, all by default (`--workload`):
 - small: chat over a distinct --image-size² JPEG per request, on all four systems;
 - photo (`loadtests.bench.photo`): chat over a distinct 4032×3024 phone photo (≈ 2 MB JPEG) per
-  request at --photo-concurrency, on this server and vLLM's; then `/v1/faces/analyze` over photos
-  with two faces each, at concurrency 1, on this server only. It runs on the servers the small
-  workload started, after it, so it adds no server starts (≈ 40 s a repeat); alone, it starts
-  the two servers itself, and repeats twice by default since the starts take most of its time.
+  request at --photo-concurrency, on this server and vLLM's;
+- faces (`loadtests.bench.faces`): `/v1/faces/analyze` over 12-MP photos with one face and with
+  two, on this server only: p50/p95 at concurrency 1, plain and `confidence: true` interleaved,
+  faces/s at --face-concurrency, output tokens per face, detector ms per photo.
 - batch (`loadtests.bench.batch`): on a server of its own, interactive chat p50 idle and while a
   faces batch runs, and the batch's lines a second against a client sending the same requests.
+Photo and faces run on the servers the small workload started, after it, so they add no server
+starts; alone, photo repeats twice by default since the starts take most of its time, and faces
+runs once (a quick re-measure; --repeats for more).
 The HTTP floor (`loadtests.bench.floor`) is the least any HTTP front can do around the same engine:
 it splits what HTTP itself costs here from what this server's layer adds.
 With 2 cores nothing runs beside the system under test: each repeat starts every system afresh,
@@ -36,6 +40,7 @@ from pathlib import Path
 from loadtests.bench.batch import BatchPlan, run_batch
 from loadtests.bench.batch import markdown as batch_markdown
 from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.faces import FacesPlan
 from loadtests.bench.load import plan_points
 from loadtests.bench.orchestrator import bench_meta, run_all
 from loadtests.bench.photo import plan_photo
@@ -52,15 +57,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=WORKLOADS,
         default=list(WORKLOADS),
         help="small: a distinct --image-size² JPEG per chat request, all four systems; "
-        "photo: a distinct 4032×3024 phone photo per request — chat on this server and vLLM's, "
-        "then /v1/faces/analyze (two faces a photo) on this server; batch: interactive chat "
-        "p50 idle vs while a faces batch runs, and batch vs client throughput (default: all)",
+        "photo: chat over a distinct 4032×3024 phone photo per request, this server and vLLM's; "
+        "faces: /v1/faces/analyze over 12-MP photos of one and two faces, this server; "
+        "batch: interactive chat p50 idle vs while a faces batch runs, and batch vs client "
+        "throughput (default: all four)",
     )
     p.add_argument("--batch-lines", type=int, default=200, help="faces lines in each batch")
     p.add_argument("--batch-probes", type=int, default=30, help="interactive requests per p50")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument(
-        "--repeats", type=int, help="default: 3, or 2 for the photo workload alone (≈ 3–4 min)"
+        "--repeats", type=int, help="default: 3 with small; else 2 with photo; faces alone: 1"
     )
     p.add_argument("--requests-per-user", type=int, default=16, help="requests per point / users")
     p.add_argument("--min-requests", type=int, default=64, help="fewest requests in a point")
@@ -72,8 +78,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=32, help="requests before measuring")
     p.add_argument("--photo-concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--photo-requests", type=int, default=12, help="min per photo chat point")
-    p.add_argument("--face-requests", type=int, default=10, help="face analyses over photos")
-    p.add_argument("--photo-warmup", type=int, default=2, help="photos of each kind, unmeasured")
+    p.add_argument("--photo-warmup", type=int, default=2, help="chat photos sent unmeasured")
+    p.add_argument(
+        "--face-requests",
+        type=int,
+        default=16,
+        help="face analyses per photo kind at concurrency 1, half of them with confidence",
+    )
+    p.add_argument("--face-concurrency", type=int, default=8, help="of the faces/s point")
+    p.add_argument(
+        "--face-throughput-requests", type=int, default=16, help="per photo kind, faces/s point"
+    )
+    p.add_argument(
+        "--face-warmup", type=int, default=2, help="photos of each kind sent both ways, unmeasured"
+    )
     p.add_argument(
         "--api-processes",
         type=int,
@@ -98,7 +116,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def repeats(args: argparse.Namespace) -> int:
     if args.repeats is not None:
         return int(args.repeats)
-    return 3 if "small" in args.workload else 2
+    if "small" in args.workload:
+        return 3
+    return 2 if "photo" in args.workload else 1
 
 
 def make_bench(args: argparse.Namespace, model_dir: Path, logs: Path) -> Bench:
@@ -119,8 +139,12 @@ def make_bench(args: argparse.Namespace, model_dir: Path, logs: Path) -> Bench:
             deadline=time.time() + args.patience,
         ),
         workloads=tuple(w for w in WORKLOADS if w in args.workload),
-        photo=plan_photo(
-            args.photo_concurrency, args.photo_requests, args.face_requests, args.photo_warmup
+        photo=plan_photo(args.photo_concurrency, args.photo_requests, args.photo_warmup),
+        faces=FacesPlan(
+            args.face_requests,
+            args.face_concurrency,
+            args.face_throughput_requests,
+            args.face_warmup,
         ),
         api_processes=args.api_processes,
     )

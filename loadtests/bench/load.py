@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from loadtests.bench.cpu import NoisePolicy, cpu_by_role, cpu_snapshot, others_share, wait_for_quiet
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Sample")
 
 PROMPT = "Describe this face."
 WARMUP_CONCURRENCY = 8
@@ -57,11 +58,11 @@ def plan_points(concurrencies: Sequence[int], per_user: int, minimum: int) -> li
 
 
 async def closed_loop(
-    concurrency: int, items: Sequence[T], send: Callable[[T], Awaitable[Sample]]
-) -> tuple[list[Sample], list[str], float]:
+    concurrency: int, items: Sequence[T], send: Callable[[T], Awaitable[S]]
+) -> tuple[list[S], list[str], float]:
     """Send every item with `concurrency` in flight; (samples, errors, wall seconds)."""
     queue = iter(items)
-    samples: list[Sample] = []
+    samples: list[S] = []
     errors: list[str] = []
 
     async def worker() -> None:
@@ -107,14 +108,16 @@ def summarize(samples: Sequence[Sample], errors: Sequence[str], wall_s: float) -
 async def run_point(
     point: Point,
     items_for: Callable[[int], Sequence[T]],
-    send: Callable[[T], Awaitable[Sample]],
+    send: Callable[[T], Awaitable[S]],
     noise: NoisePolicy,
     system_group: int,
+    details: Callable[[list[S], float], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Measure one point; again, on fresh items, if other processes took the CPUs meanwhile.
 
     `items_for(attempt)` builds that attempt's requests before the clock starts. Besides the
-    latencies, the result says what each of the system's processes spent in CPU per request.
+    latencies, the result says what each of the system's processes spent in CPU per request,
+    and what `details(samples, wall seconds)` makes of the attempt that counted.
     """
     for attempt in range(1, noise.attempts + 1):
         await wait_for_quiet(noise)
@@ -133,6 +136,7 @@ async def run_point(
         "others_cpu_share": share,
         "cpu_ms_per_request": {role: s * per_request for role, s in cpu.items()},
         **summarize(samples, errors, wall),
+        **(details(samples, wall) if details else {}),
     }
 
 

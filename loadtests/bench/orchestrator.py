@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from loadtests.bench.client import run_points
+from loadtests.bench.faces import run_faces
 from loadtests.bench.load import REPEAT_STRIDE
 from loadtests.bench.photo import run_photo
 from loadtests.bench.plan import FACES_SYSTEM, WORKLOAD_SYSTEMS, Bench
@@ -38,7 +39,7 @@ def run_server(system: str, bench: Bench, repeat: int, image_offset: int) -> dic
 async def serve_workloads(
     system: str, bench: Bench, port: int, image_offset: int, group: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """The small workload, then the photo one, on a started server: {workload: points}."""
+    """The small workload, then the photo one, then faces, on a started server: {part: points}."""
     base = f"http://127.0.0.1:{port}"
     # The server runs in its own session: its process group id is its pid.
     noise = replace(bench.noise, own_groups=frozenset({os.getpgrp(), group}))
@@ -58,11 +59,14 @@ async def serve_workloads(
         workloads |= await run_photo(
             base,
             bench.photo,
-            faces=system == FACES_SYSTEM,
             image_offset=image_offset,
             max_tokens=bench.max_tokens,
             noise=noise,
             server_group=group,
+        )
+    if "faces" in bench.workloads and system == FACES_SYSTEM:
+        workloads |= await run_faces(
+            base, bench.faces, image_offset=image_offset, noise=noise, server_group=group
         )
     return workloads
 
@@ -109,9 +113,14 @@ def log_points(workload: str, points: list[dict[str, Any]]) -> None:
     for p in points:
         log.info(
             "  %s c=%d: %.2f req/s, e2e p50 %.0f ms (others took %.0f%% CPU; attempt %d)",
-            *(workload, p["concurrency"], p["req_per_s"], p["e2e_p50_ms"]),
+            *(_part(workload, p), p["concurrency"], p["req_per_s"], p["e2e_p50_ms"]),
             *(100 * p["others_cpu_share"], p["attempts"]),
         )
+
+
+def _part(workload: str, point: dict[str, Any]) -> str:
+    """The workload, and the photo kind of a faces point."""
+    return f"{workload} ({point['kind']})" if "kind" in point else workload
 
 
 def bench_meta(bench: Bench, wall_s: float) -> dict[str, Any]:
@@ -121,6 +130,7 @@ def bench_meta(bench: Bench, wall_s: float) -> dict[str, Any]:
         "api_processes": bench.api_processes,
         "points": [vars(p) for p in bench.points],
         "photo": bench.photo.meta(),
+        "faces": bench.faces.meta(),
         "repeats": bench.repeats,
         "max_tokens": bench.max_tokens,
         "image_size": bench.image_size,

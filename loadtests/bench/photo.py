@@ -1,9 +1,9 @@
 """The photo workload of the benchmark: 12-megapixel phone photos (`loadtests.photos`), ≈ 2 MB each.
 
-Two parts, run on a server that is already up (the one the small-image workload measured, when
-both run): chat completions over photos — the very request body of the small workload, only the
-image differs — at each concurrency, against this server and vLLM's; then, on this server only
-(vLLM has no such endpoint), `/v1/faces/analyze` over photos with two faces each, one at a time.
+Chat completions over photos — the very request body of the small workload, only the image
+differs — at each concurrency, against this server and vLLM's, on a server that is already up
+(the one the small-image workload measured, when both run). Face analysis over photos is a
+workload of its own (`loadtests.bench.faces`).
 
 A 12 MP JPEG takes ≈ 0.2 s to make, so only the photos a run sends are made, before the clock, and
 each batch is kept for the next system of the same repeat, which sends the very same bytes.
@@ -11,10 +11,8 @@ each batch is kept for the next system of the same repeat, which sends the very 
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from loadtests.bench.client import JSON_HEADERS, TIMEOUT, RequestFailed, chat_body, stream_chat
+from loadtests.bench.client import TIMEOUT, chat_body, stream_chat
 from loadtests.bench.cpu import NoisePolicy
 from loadtests.bench.load import (
     WARMUP_FIRST_IMAGE,
@@ -37,9 +35,6 @@ from loadtests.photos import photo_data_urls
 
 log = logging.getLogger("loadtests.bench")
 
-FACES_PATH = "/v1/faces/analyze"
-FACES_PER_PHOTO = 2
-FACE_CONCURRENCY = 1
 PER_USER = 2  # chat requests per concurrent user; --photo-requests is the floor
 # Batches kept of each kind: a repeat's warm-up and points (and a retry), so the second system of
 # a repeat finds them all; older ones go (≈ 2.7 MB a request body).
@@ -51,63 +46,22 @@ class PhotoPlan:
     """What the photo workload sends to each server, in each repeat."""
 
     chat_points: tuple[Point, ...]
-    face_requests: int  # 0: no faces part
-    warmup: int  # chat requests (and as many face requests) before measuring
+    warmup: int  # chat requests before measuring
 
     def meta(self) -> dict[str, Any]:
-        return {
-            "chat_points": [vars(p) for p in self.chat_points],
-            "face_requests": self.face_requests,
-            "face_concurrency": FACE_CONCURRENCY,
-            "warmup": self.warmup,
-        }
+        return {"chat_points": [vars(p) for p in self.chat_points], "warmup": self.warmup}
 
 
-def plan_photo(
-    concurrencies: Sequence[int], min_requests: int, face_requests: int, warmup: int
-) -> PhotoPlan:
+def plan_photo(concurrencies: Sequence[int], min_requests: int, warmup: int) -> PhotoPlan:
     """Chat points of max(min_requests, PER_USER × concurrency) photos each."""
     points = plan_points(concurrencies, PER_USER, min_requests)
-    return PhotoPlan(tuple(points), face_requests, warmup)
+    return PhotoPlan(tuple(points), warmup)
 
 
 @lru_cache(maxsize=_KEPT_BATCHES)
 def chat_bodies(count: int, first: int, model: str, max_tokens: int) -> tuple[bytes, ...]:
     urls = photo_data_urls("chat", count, first)
     return tuple(chat_body(url, model, max_tokens) for url in urls)
-
-
-def face_body(image_url: str) -> bytes:
-    """Every served attribute, for every face found (the endpoint's defaults)."""
-    return json.dumps({"image": image_url}).encode()
-
-
-@lru_cache(maxsize=_KEPT_BATCHES)
-def face_bodies(count: int, first: int) -> tuple[bytes, ...]:
-    return tuple(face_body(url) for url in photo_data_urls("faces", count, first))
-
-
-async def post_faces(session: aiohttp.ClientSession, url: str, body: bytes) -> Sample:
-    """One face analysis, not streamed: its time to first token is its whole time. An answer
-    with other than two faces fails, since the workload would no longer be what it says."""
-    start = time.perf_counter()
-    async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
-        raw = await resp.read()
-        status = resp.status
-    end = time.perf_counter()
-    if status != 200:
-        raise RequestFailed(f"HTTP {status}: {raw[:200].decode(errors='replace')}")
-    answer = json.loads(raw)
-    found = len(answer.get("faces") or [])
-    if found != FACES_PER_PHOTO:
-        raise RequestFailed(f"{found} faces in the answer, not {FACES_PER_PHOTO}")
-    usage = answer["usage"]
-    return Sample(
-        ttft_s=end - start,
-        e2e_s=end - start,
-        tokens=usage["completion_tokens"],
-        prompt_tokens=usage["prompt_tokens"],
-    )
 
 
 def _body_mb(bodies: Sequence[bytes]) -> float:
@@ -140,23 +94,19 @@ async def run_photo(
     base_url: str,
     plan: PhotoPlan,
     *,
-    faces: bool,
     image_offset: int,
     max_tokens: int,
     noise: NoisePolicy,
     server_group: int,
     model: str = "demo",
 ) -> dict[str, list[dict[str, Any]]]:
-    """Chat points over photos, then, when `faces`, the face-analysis point: {workload: points}."""
-    chat_url, faces_url = f"{base_url}/v1/chat/completions", f"{base_url}{FACES_PATH}"
+    """Chat points over photos: {"photo_chat": points}."""
+    chat_url = f"{base_url}/v1/chat/completions"
     connector = aiohttp.TCPConnector(limit=max(p.concurrency for p in plan.chat_points) + 8)
     async with aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session:
 
         async def send_chat(body: bytes) -> Sample:
             return await stream_chat(session, chat_url, body)
-
-        async def send_faces(body: bytes) -> Sample:
-            return await post_faces(session, faces_url, body)
 
         def photo_chats(count: int, first: int) -> Sequence[bytes]:
             return chat_bodies(count, first, model, max_tokens)
@@ -168,10 +118,4 @@ async def run_photo(
             )
             for point in plan.chat_points
         ]
-        if not faces or plan.face_requests < 1:
-            return {"photo_chat": chat}
-        await _warm_up(face_bodies(plan.warmup, WARMUP_FIRST_IMAGE), send_faces, "faces")
-        point = Point(FACE_CONCURRENCY, plan.face_requests, 0)
-        items = point_items(point, image_offset, face_bodies)
-        face_point = await _measure(point, items, send_faces, noise, server_group)
-    return {"photo_chat": chat, "photo_faces": [face_point]}
+    return {"photo_chat": chat}

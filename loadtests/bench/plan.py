@@ -7,14 +7,20 @@ from pathlib import Path
 
 from loadtests.bench.cpu import NoisePolicy
 from loadtests.bench.engine_flags import EngineFlags
+from loadtests.bench.faces import FacesPlan
 from loadtests.bench.load import Point
 from loadtests.bench.photo import PhotoPlan
 
 SYSTEMS = ("engine", "floor", "facellm", "vllm")
-WORKLOADS = ("small", "photo", "batch")
-# The batch workload starts a server of ours of its own (loadtests/bench/batch.py).
-WORKLOAD_SYSTEMS = {"small": SYSTEMS, "photo": ("facellm", "vllm"), "batch": ()}
+WORKLOADS = ("small", "photo", "faces", "batch")
 FACES_SYSTEM = "facellm"  # the only one with /v1/faces/analyze
+# The batch workload starts a server of ours of its own (loadtests/bench/batch.py).
+WORKLOAD_SYSTEMS = {
+    "small": SYSTEMS,
+    "photo": ("facellm", "vllm"),
+    "faces": (FACES_SYSTEM,),
+    "batch": (),
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Bench:
     noise: NoisePolicy  # own_groups is filled in per system
     workloads: tuple[str, ...]
     photo: PhotoPlan
+    faces: FacesPlan
     api_processes: int = 1  # HTTP processes of ours (and of vLLM's server) over the one engine
 
     @property

@@ -15,16 +15,16 @@ import httpx
 log = logging.getLogger("loadtests.bench")
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = range(8121, 8140)
 START_TIMEOUT_S = 240
 
 
 def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    """A port the OS picks for us, not the first free one of a fixed range: a server takes a
+    minute to listen, and meanwhile another benchmark on the machine would pick the same port,
+    and each would then measure the other's server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Managed:

@@ -1,6 +1,7 @@
 """Benchmark runs → medians and spreads per system and concurrency, ratios, a Markdown report.
 
-Each workload part (the small images; chat and faces over photos) is summarised on its own.
+Each workload part (the small images, chat over photos, faces) is summarised on its own; the
+faces part in `loadtests.bench.faces_report`.
 
 Ratios are taken within a repeat (same images, same machine state, minutes apart) and then
 summarised over repeats, so their spread shows how far a single comparison can be trusted.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from loadtests.bench.faces_report import faces_markdown, faces_summary
 
 METRICS = (
     "req_per_s",
@@ -31,7 +34,7 @@ LABELS = {
     VLLM: "vLLM OpenAI server",
 }
 RATIO_METRICS = ("req_per_s", "ttft_p50_ms", "e2e_p50_ms", "e2e_p95_ms")
-PARTS = ("small", "photo_chat", "photo_faces")  # workload parts, as run records name them
+PARTS = ("small", "photo_chat")  # workload parts aggregated here, as run records name them
 # The goal for this layer (issue 6): near-ceiling throughput and p50 latency at every point.
 MIN_THROUGHPUT_RATIO = 0.9
 MAX_LATENCY_RATIO = 1.1
@@ -188,21 +191,25 @@ def report(
 ) -> tuple[dict[str, Any], str]:
     """(JSON payload, Markdown) of a run: a section per workload that ran."""
     summaries = {part: aggregate([r for r in runs if r["workload"] == part]) for part in PARTS}
+    faces = faces_summary(runs)
     meta = {
         **meta,
-        "photo_body_mb": {p: _median_body_mb(runs, p) for p in ("photo_chat", "photo_faces")},
+        "photo_body_mb": {p: _median_body_mb(runs, p) for p in ("photo_chat", "faces")},
     }
     sections = []
     if "small" in meta["workloads"]:
         sections.append(markdown(summaries["small"], meta))
     else:
-        sections.append("# Benchmark: FaceLLM Serve vs vLLM's OpenAI server, phone photos\n")
+        sections.append("# Benchmark: FaceLLM Serve (and vLLM's OpenAI server), phone photos\n")
     if "photo" in meta["workloads"]:
-        sections.append(photo_markdown(summaries["photo_chat"], summaries["photo_faces"], meta))
+        sections.append(photo_markdown(summaries["photo_chat"], meta))
+    if "faces" in meta["workloads"]:
+        sections.append("\n".join(faces_markdown(faces, meta)) + "\n")
     payload = {
         "meta": meta,
         "summary": summaries["small"],
-        "photo": {"chat": summaries["photo_chat"], "faces": summaries["photo_faces"]},
+        "photo": {"chat": summaries["photo_chat"]},
+        "faces": faces,
         "runs": list(runs),
     }
     return payload, "\n".join(sections)
@@ -216,10 +223,8 @@ def _mb(meta: Mapping[str, Any], part: str) -> str:
 PHOTO_RATIOS = ("req_per_s", "e2e_p50_ms", "e2e_p95_ms", "ttft_p50_ms")
 
 
-def photo_markdown(
-    chat: Mapping[str, Any], faces: Mapping[str, Any], meta: Mapping[str, Any]
-) -> str:
-    """Chat over photos (ours and vLLM's, with ratios), then faces over photos (ours alone)."""
+def photo_markdown(chat: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """Chat over photos, ours and vLLM's, with ratios."""
     lines = [
         "## Photo workload: a different 4032×3024 phone photo per request",
         "",
@@ -235,7 +240,7 @@ def photo_markdown(
         "| conc | system | req/s | e2e p50 ms | e2e p95 ms | TTFT p50 ms | errors "
         "| others' CPU % |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
-        *_photo_rows(chat, ttft=True),
+        *_photo_rows(chat),
         "",
         "| conc | req/s ours/vLLM | e2e p50 ours/vLLM | e2e p95 ours/vLLM | TTFT p50 ours/vLLM |",
         "|---:|---:|---:|---:|---:|",
@@ -245,34 +250,16 @@ def photo_markdown(
         names = [f"{metric} ours/{VLLM}" for metric in PHOTO_RATIOS]
         cells = [_cell(r[name], 2) if name in r else "n/a" for name in names]
         lines.append(f"| {c} | {' | '.join(cells)} |")
-    lines += ["", *cpu_table(chat), "", *_faces_section(faces, meta)]
+    lines += ["", *cpu_table(chat)]
     return "\n".join(lines) + "\n"
 
 
-def _photo_rows(summary: Mapping[str, Any], ttft: bool) -> list[str]:
+def _photo_rows(summary: Mapping[str, Any]) -> list[str]:
     rows = []
     for c, point in summary.items():
         for system, m in point["systems"].items():
             cells = [_cell(m["req_per_s"], 2), _cell(m["e2e_p50_ms"]), _cell(m["e2e_p95_ms"])]
-            cells += [_cell(m["ttft_p50_ms"])] if ttft else []
+            cells += [_cell(m["ttft_p50_ms"])]
             cells += [str(m["errors"]), f"{100 * m['others_cpu_share']['max']:.0f}"]
             rows.append(f"| {c} | {LABELS[system]} | {' | '.join(cells)} |")
     return rows
-
-
-def _faces_section(faces: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
-    head = f"### Faces over photos ({_mb(meta, 'photo_faces')} MB request bodies)"
-    if not faces:
-        return [head, "", "Not run."]
-    return [
-        head,
-        "",
-        "`POST /v1/faces/analyze`, two faces in every photo, every served attribute, one request "
-        "at a time; this server only (vLLM has no such endpoint). Latency: the whole answer.",
-        "",
-        "| conc | system | req/s | e2e p50 ms | e2e p95 ms | errors | others' CPU % |",
-        "|---:|---|---:|---:|---:|---:|---:|",
-        *_photo_rows(faces, ttft=False),
-        "",
-        *cpu_table(faces),
-    ]

@@ -71,7 +71,7 @@ def test_markdown_has_a_row_per_system_and_a_ratio_row_per_point() -> None:
 
 
 def photo_runs() -> list[dict[str, Any]]:
-    """Both servers over photos in two repeats, and faces on ours alone."""
+    """Both servers over photos in two repeats."""
     rps = {"facellm": (2.0, 3.0), "vllm": (1.0, 2.0)}
     runs = [
         {
@@ -86,11 +86,7 @@ def photo_runs() -> list[dict[str, Any]]:
         for system in rps
         for r in (0, 1)
     ]
-    faces = [point(1, 0.5, 2000.0) | {"body_mb": 2.7}]
-    return runs + [
-        {"system": "facellm", "repeat": r, "workload": "photo_faces", "points": faces}
-        for r in (0, 1)
-    ]
+    return runs
 
 
 def meta(*workloads: str) -> dict[str, Any]:
@@ -106,17 +102,15 @@ def test_report_has_a_photo_section_with_ours_over_vllm() -> None:
     chat = payload["photo"]["chat"]
     assert set(chat) == {"1", "8"} and set(chat["8"]["systems"]) == {"facellm", "vllm"}
     assert chat["1"]["ratios"]["req_per_s ours/vllm"]["min"] == pytest.approx(1.5)
-    assert payload["photo"]["faces"]["1"]["systems"]["facellm"]["e2e_p50_ms"]["median"] == 2000
     assert payload["summary"]["8"]["systems"]["engine"]["req_per_s"]["median"] == 105.0
-    assert payload["meta"]["photo_body_mb"] == {"photo_chat": 2.8, "photo_faces": 2.7}
+    assert payload["meta"]["photo_body_mb"] == {"photo_chat": 2.8, "faces": None}
     assert "### Chat over photos (2.8 MB request bodies)" in text
     # req/s ours/vLLM per repeat: 2/1 and 3/2 → median 1.75 (1.50–2.00); e2e the inverse.
     assert "| 1 | 1.75 (1.50–2.00) | 0.58 (0.50–0.67) | 0.58 (0.50–0.67) |" in text
-    assert "| 1 | FaceLLM Serve | 0.50 (0.50–0.50) | 2000 (2000–2000) |" in text
-    assert "### Faces over photos (2.7 MB request bodies)" in text
+    assert "Faces workload" not in text and payload["faces"] == {}
 
 
 def test_a_photo_only_report_has_no_small_tables() -> None:
     payload, text = report(photo_runs(), meta("photo"))
     assert payload["summary"] == {} and "engine only" not in text
-    assert text.startswith("# Benchmark: FaceLLM Serve vs vLLM") and "Faces over photos" in text
+    assert text.startswith("# Benchmark: FaceLLM Serve (and vLLM") and "## Photo workload" in text

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from loadtests.bench.cpu import NoisePolicy
+from loadtests.bench.faces import FacesPlan
 from loadtests.bench.load import plan_points
 from loadtests.bench.photo import plan_photo
 from loadtests.bench.plan import Bench
@@ -24,7 +25,8 @@ def bench(tmp_path: Path) -> Bench:
         logs=tmp_path,
         noise=NoisePolicy(own_groups=frozenset()),
         workloads=("small", "photo"),
-        photo=plan_photo([1], 1, 1, 0),
+        photo=plan_photo([1], 1, 0),
+        faces=FacesPlan(latency_requests=2, concurrency=2, throughput_requests=2, warmup=0),
     )
 
 
