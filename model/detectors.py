@@ -46,7 +46,7 @@ def working_copy(image: Image.Image, side: int) -> tuple[np.ndarray, float]:
     scale = max(rgb.size) / side
     if scale > 1:
         size = (max(1, round(rgb.width / scale)), max(1, round(rgb.height / scale)))
-        rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
     return np.asarray(rgb), max(scale, 1.0)
 
 
