@@ -194,6 +194,30 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     server.stop()
 
 
+# The keyed server's API keys, and the LoRA adapter it serves.
+KEYS = ("alice-key", "bob-key")
+KEYED_ADAPTER = "face-a"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server with API keys for the session, shared by the tests that need keys (the
+    Batch API's per-key ownership, the playground's key prompt). It serves a demo LoRA adapter
+    (for model lists to offer) and starts at most 20 batch lines a second, so a cancel lands
+    mid-batch."""
+    tmp = tmp_path_factory.mktemp("keyed")
+    server = start_server(
+        tmp / "server.log",
+        api_keys=json.dumps(list(KEYS)),
+        lora_adapters=json.dumps({KEYED_ADAPTER: "demo-lora-1"}),
+        max_lora_rank="8",
+        batch_dir=str(tmp / "batches"),
+        batch_max_lines_per_s="20",
+    )
+    yield server
+    server.stop()
+
+
 async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> float:
     """Seconds until `condition()` holds, polled every 10 ms; fails past `timeout_s`."""
     start = time.monotonic()

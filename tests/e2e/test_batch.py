@@ -4,14 +4,12 @@ and files and batches that another key cannot see."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator
 
 import openai
 import pytest
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import KEYS, ServerProcess
 from tests.e2e.batch_client import (
     CHAT,
     DONE,
@@ -26,20 +24,10 @@ from tests.images import astronaut, data_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
-KEYS = ("alice-key", "bob-key")
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("batch")
-    proc = start_server(
-        tmp / "server.log",
-        api_keys=json.dumps(list(KEYS)),
-        batch_dir=str(tmp / "store"),
-        batch_max_lines_per_s="20",  # slow enough for a cancel to land mid-batch
-    )
-    yield proc
-    proc.stop()
+def server(keyed_server: ServerProcess) -> ServerProcess:
+    return keyed_server
 
 
 def client(server: ServerProcess, key: str = KEYS[0]) -> openai.OpenAI:

@@ -29,13 +29,13 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import KEYED_ADAPTER, KEYS, ServerProcess
 from tests.images import astronaut, cat, encode, two_faces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
-KEY = "playground-test-key"
-ADAPTER = "face-a"
+KEY = KEYS[0]
+ADAPTER = KEYED_ADAPTER
 ANSWER_TIMEOUT_MS = 120_000  # two faces, every attribute with confidences, on a busy machine
 WIDE: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
@@ -60,16 +60,9 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with a key, and an adapter for the page's model list to offer."""
-    server = start_server(
-        tmp_path_factory.mktemp("playground") / "server.log",
-        api_keys=json.dumps([KEY]),
-        lora_adapters=json.dumps({ADAPTER: "demo-lora-1"}),
-        max_lora_rank="8",
-    )
-    yield server
-    server.stop()
+def auth_server(keyed_server: ServerProcess) -> ServerProcess:
+    """A server with keys, and an adapter for the page's model list to offer."""
+    return keyed_server
 
 
 class Playground:
