@@ -246,6 +246,19 @@ class Settings(BaseSettings):
         description="Largest image (width × height) read from its header before decoding "
         "(decompression bombs).",
     )
+    max_jpeg_scans: int = Field(
+        64,
+        ge=1,
+        description="Most scans a JPEG may have, counted before decoding: each scan is a full "
+        "pass over the image, and a few hundred KB of repeated scans cost minutes of CPU. "
+        "Real progressive photos have about 10.",
+    )
+    image_decode_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="CPU time budget of one image decode (wall clock, checked between chunks "
+        "of input); past it the image is refused with 400 and its thread stops.",
+    )
     image_pixel_budget: int | None = Field(
         None,
         ge=1,
