@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
@@ -20,14 +20,14 @@ from model.detect import make_detector
 from model.engine import Adapter, Engine
 from model.registry import lookup
 from server.admission import Admission
-from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
+from server.auth import admin_keys, load_keys, metrics_keys
 from server.chat import ChatLimits, ChatService
 from server.config import ConfigError, Settings
 from server.errors import register_error_handlers
 from server.faces import FaceOptions, FacesService
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
-from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
+from server.middleware import Admit, ClientClocks, KeyGate, RequestContext, RouteTable
 from server.routes import adapters, chat, faces, health, metrics, models
 from server.state import AppState
 from server.watchdog import EngineMonitor, Watchdog, shutdown_engine
@@ -174,7 +174,9 @@ def create_app(
     engine core when this is one `member` of several API processes)."""
     eng = engine or build_engine(settings, member.client if member else None)
     app_metrics = Metrics(eng.model_name)
-    admission = Admission(settings.max_concurrent_requests)
+    admission = Admission(
+        settings.max_concurrent_requests, work_budget=settings.admission_work_tokens
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -220,16 +222,23 @@ def create_app(
     )
     register_error_handlers(app)
     user_keys = load_keys(settings)
-    auth = [Depends(APIKeyAuth(user_keys))]
-    for router in (chat.router, faces.router, models.router):
-        app.include_router(router, dependencies=auth)
+    generation = generation_paths()
+    admitted = [Depends(Admit(admission, app_metrics, generation))]
+    for router in (chat.router, faces.router):
+        app.include_router(router, dependencies=admitted)
+    app.include_router(models.router)
+    keys = {"/metrics": metrics_keys(settings)}
     if settings.allow_runtime_lora:  # Settings made sure an admin key is set
-        admin = APIKeyAuth(admin_keys(settings, user_keys))
-        app.include_router(adapters.router, dependencies=[Depends(admin)])
+        app.include_router(adapters.router)
+        admin = admin_keys(settings, user_keys)
+        keys |= dict.fromkeys(paths_of(adapters.router), admin)
     app.include_router(health.router)
-    app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
-    routes = route_table(app)
-    app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics, routes=routes)
+    app.include_router(metrics.router)
+    known = frozenset(route.path for route in app.routes if isinstance(route, Route))
+    routes = RouteTable(known=known, generation=generation)
+    docs = {app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url}
+    open_paths = frozenset(paths_of(health.router)) | {path for path in docs if path}
+    app.add_middleware(KeyGate, default=user_keys, keys=keys, open_paths=open_paths)
     clocks = ClientClocks(
         body_idle_s=settings.body_idle_timeout_s,
         body_total_s=settings.body_timeout_s,
@@ -247,17 +256,19 @@ def create_app(
     return app
 
 
-def route_table(app: FastAPI) -> RouteTable:
-    """The paths the app serves, from its routers; the generation ones are the POST routes of
-    chat and faces (they call `admit`)."""
-    generation = {
+def generation_paths() -> frozenset[str]:
+    """The routes that put work on the engine, and are admitted: the POST routes of chat and
+    faces."""
+    return frozenset(
         route.path
         for router in (chat.router, faces.router)
         for route in router.routes
         if isinstance(route, APIRoute) and "POST" in route.methods
-    }
-    known = {route.path for route in app.routes if isinstance(route, Route)}
-    return RouteTable(known=frozenset(known), generation=frozenset(generation))
+    )
+
+
+def paths_of(router: APIRouter) -> list[str]:
+    return [route.path for route in router.routes if isinstance(route, Route)]
 
 
 def engine_waiting(engine: Engine, member: Member | None) -> Callable[[], float]:

@@ -213,6 +213,14 @@ class Settings(BaseSettings):
         description="Requests in flight or queued before new ones get 429 + Retry-After: refusing "
         "fast beats queueing past any client's timeout, and lets the load balancer go elsewhere.",
     )
+    admission_work_tokens: int | None = Field(
+        65_536,
+        ge=1,
+        description="Engine work all requests in flight may reserve, in sequences × output "
+        "tokens (a chat request: n × max_tokens; a faces request: faces × attributes × one "
+        "token); past it, 429 + Retry-After before any image is decoded. A request larger than "
+        "the whole budget runs alone. Unset (null): requests are only counted.",
+    )
     request_timeout_s: float = Field(
         120.0, gt=0, description="Deadline for one request, end to end; past it, 504 and abort."
     )
