@@ -117,12 +117,31 @@ _SERVER_OWN: dict[str, str] = {
     "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
 }
 MANAGED_ENGINE_ARGS = frozenset(_FROM_SETTINGS) | frozenset(_SERVER_OWN)
+# Ones that run code the weights or the config name, or carry a secret (which the chart would put
+# in a ConfigMap): refused unless the operator opts in (`allow_unsafe_engine_args`).
+UNSAFE_ENGINE_ARGS: dict[str, str] = {
+    "trust_remote_code": "runs Python code shipped with the weights",
+    "code_revision": "picks the remote code trust_remote_code would run",
+    "hf_token": "a secret: give it as the HF_TOKEN environment variable from a Secret",
+    "worker_cls": "a class path: imports and runs code named in the config",
+    "worker_extension_cls": "a class path: imports and runs code named in the config",
+    "scheduler_cls": "a class path: imports and runs code named in the config",
+    "logits_processors": "class paths: import and run code named in the config",
+    "distributed_executor_backend": "may name a class path to import",
+    "model_class_overrides": "class paths: import and run code named in the config",
+    "io_processor_plugin": "a plugin module to import",
+    "reasoning_parser_plugin": "a plugin module to import",
+    "allowed_local_media_path": "lets prompts read local files",
+}
 
 
-def check_engine_args(engine_args: Mapping[str, Any]) -> Mapping[str, Any]:
+def check_engine_args(
+    engine_args: Mapping[str, Any], allow_unsafe: bool = False
+) -> Mapping[str, Any]:
     """`engine_args` keyed as AsyncEngineArgs names its fields (kebab-case read as snake_case),
     read-only. An EngineArgsError names the first that vLLM does not know (with the nearest it
-    does) or that the server sets itself (with the setting to use)."""
+    does), that the server sets itself (with the setting to use), or that is unsafe (unless
+    `allow_unsafe`)."""
     if not engine_args:
         return MappingProxyType({})  # nothing to check: spare the import
     known = _engine_arg_names()
@@ -131,6 +150,11 @@ def check_engine_args(engine_args: Mapping[str, Any]) -> Mapping[str, Any]:
         key = name.replace("-", "_")
         if key in MANAGED_ENGINE_ARGS:
             raise EngineArgsError(f"{name!r} is set by the server: {_instead(key)}")
+        if key in UNSAFE_ENGINE_ARGS and not allow_unsafe:
+            raise EngineArgsError(
+                f"{name!r} is refused: it {UNSAFE_ENGINE_ARGS[key]} (set "
+                "FACELLM_ALLOW_UNSAFE_ENGINE_ARGS=true to allow it)"
+            )
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

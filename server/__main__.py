@@ -32,7 +32,7 @@ from pydantic_settings import CliApp, SettingsError
 from model.weights import WeightsNotFound
 from server.admission import Admission
 from server.app import create_app
-from server.config import ConfigError, Settings
+from server.config import ConfigError, Settings, check_environment
 from server.connections import guarded_protocol
 from server.logs import configure_logging
 from server.memory import tune_malloc
@@ -183,6 +183,7 @@ def load_settings() -> Settings:
     ends the process (exit 1) with one log line that names it: a traceback would only show where
     it was read. Unknown flags stay argparse's business (usage, exit 2)."""
     try:
+        check_environment(os.environ)
         return CliApp.run(Settings)
     except ValidationError as e:
         message = describe_errors(e)

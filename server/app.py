@@ -20,6 +20,7 @@ from model.detect import make_detector
 from model.engine import Adapter, Engine
 from model.registry import lookup
 from server.admission import Admission
+from server.answers import CONFIDENCE_LOGPROBS
 from server.auth import admin_keys, load_keys, metrics_keys
 from server.chat import ChatLimits, ChatService
 from server.config import ConfigError, Settings
@@ -100,14 +101,21 @@ def startup_adapters(settings: Settings) -> tuple[Adapter, ...]:
 
 
 def checked_engine_args(settings: Settings) -> Mapping[str, Any]:
-    """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know or
-    that a setting already decides."""
+    """settings.engine_args as vLLM names them; a ConfigError names one vLLM does not know, that
+    a setting already decides, that is unsafe, or a max_logprobs confidences cannot work with."""
     from model.vllm_engine import EngineArgsError, check_engine_args
 
     try:
-        return check_engine_args(settings.engine_args)
+        args = check_engine_args(settings.engine_args, settings.allow_unsafe_engine_args)
     except EngineArgsError as e:
         raise ConfigError(f"engine_args: {e}") from e
+    max_logprobs = args.get("max_logprobs")
+    if isinstance(max_logprobs, int) and 0 <= max_logprobs < CONFIDENCE_LOGPROBS:
+        raise ConfigError(
+            f"engine_args: 'max_logprobs' is {max_logprobs}; confidences ask for "
+            f"{CONFIDENCE_LOGPROBS} (CONFIDENCE_LOGPROBS): give at least that, or leave it unset"
+        )
+    return args
 
 
 def served_name(model: str) -> str:
@@ -222,6 +230,11 @@ def create_app(
     )
     register_error_handlers(app)
     user_keys = load_keys(settings)
+    if not user_keys:
+        log.warning(
+            "auth is off: no API key is set (FACELLM_API_KEYS or FACELLM_API_KEYS_FILE), so "
+            "anyone who reaches this port can use the model"
+        )
     generation = generation_paths()
     admitted = [Depends(Admit(admission, app_metrics, generation))]
     for router in (chat.router, faces.router):

@@ -9,6 +9,7 @@ The README's settings table is generated from these descriptions (`make settings
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -110,6 +111,12 @@ class Settings(BaseSettings):
         'serve` flags in snake_case), e.g. `{"enable_prefix_caching": true, "kv_cache_dtype": '
         '"fp8"}`. Checked at startup, before weights load: an unknown name, or one a setting '
         "here already decides (`max_model_len`…), stops the server (exit 1) naming it.",
+    )
+    allow_unsafe_engine_args: bool = Field(
+        False,
+        description="Let engine_args set what runs code or carries a secret (`trust_remote_code`, "
+        "class and plugin paths such as `worker_cls` or `logits_processors`, `hf_token`): "
+        "refused by default, naming the argument.",
     )
 
     # --- LoRA adapters -----------------------------------------------------------------------
@@ -378,6 +385,24 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 def _user_keys(settings: Settings) -> set[str]:
     return {key.get_secret_value().strip() for key in settings.api_keys}
+
+
+# FACELLM_ variables that are not server settings: the load tests' own (loadtests/locust).
+_OTHER_PREFIXES = ("FACELLM_LOAD_",)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse `FACELLM_*` variables that name no setting: a misspelt `FACELLM_API_KEY` would
+    otherwise leave auth off without a word. The error names the nearest setting."""
+    known = {f"FACELLM_{name.upper()}" for name in Settings.model_fields}
+    for variable in sorted(environ):
+        if not variable.upper().startswith("FACELLM_") or variable.upper() in known:
+            continue
+        if variable.upper().startswith(_OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(variable.upper(), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{variable} is not a setting{hint}")
 
 
 class ConfigError(ValueError):

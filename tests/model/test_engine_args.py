@@ -17,7 +17,7 @@ from model.vllm_engine import (
     build_engine_args,
     check_engine_args,
 )
-from server.app import build_engine
+from server.app import build_engine, checked_engine_args
 from server.config import ConfigError, Settings
 
 vllm = pytest.importorskip("vllm")
@@ -102,3 +102,28 @@ def test_build_engine_refuses_a_typo_before_resolving_weights(
     settings = Settings(model_cache_dir=tmp_path, engine_args={"kv_cache_dtyp": "fp8"})
     with pytest.raises(ConfigError, match=r"engine_args: 'kv_cache_dtyp'.*'kv_cache_dtype'"):
         build_engine(settings)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["trust_remote_code", "trust-remote-code", "worker_cls", "logits_processors", "hf_token"],
+)
+def test_unsafe_arguments_are_refused_naming_them_unless_allowed(key: str) -> None:
+    with pytest.raises(EngineArgsError, match="refused") as excinfo:
+        check_engine_args({key: "x"})
+    assert repr(key) in str(excinfo.value)
+    assert "FACELLM_ALLOW_UNSAFE_ENGINE_ARGS" in str(excinfo.value)
+    assert check_engine_args({key: "x"}, allow_unsafe=True) == {key.replace("-", "_"): "x"}
+
+
+@pytest.mark.parametrize(("value", "refused"), [(5, True), (19, True), (20, False), (-1, False)])
+def test_max_logprobs_below_what_confidences_need_is_refused(
+    tmp_path: Path, value: int, refused: bool
+) -> None:
+    settings = Settings(model_cache_dir=tmp_path, engine_args={"max_logprobs": value})
+    if not refused:
+        assert checked_engine_args(settings) == {"max_logprobs": value}
+        return
+    with pytest.raises(ConfigError, match="'max_logprobs' is") as excinfo:
+        checked_engine_args(settings)
+    assert "CONFIDENCE_LOGPROBS" in str(excinfo.value)
