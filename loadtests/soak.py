@@ -6,7 +6,8 @@ Why: a server that passes a 20 s load test can still leak a little memory per re
 socket per dead client, or let a few slow peers hold every admission slot. Only a long run with
 both kinds of traffic shows that. Good clients (closed loop) send image chats, streamed and not,
 and face analyses; every answer to them must be a 200. Hostile clients (`loadtests/hostile.py`)
-stall uploads, never read, hang up mid-stream and send oversized requests, all along.
+stall uploads, never read, hang up mid-stream, trickle CRLFs on kept-alive connections, flood
+trailers, and send oversized requests and JPEG scan bombs, all along.
 
 Goals (exit status 1 if one fails, thresholds are flags): no error for good clients (a non-200
 to a good client, or a 5xx to anyone); the server tree's resident memory grows by at most
@@ -150,6 +151,8 @@ def goal_failures(result: SoakResult, goals: Goals) -> list[str]:
         bad = {o: n for o, n in result.hostile.get(kind, {}).items() if not _is_4xx(o)}
         if bad:
             failures.append(f"{kind} not refused with a 4xx: {bad}")
+    if held := result.hostile.get("crlf_trickle", {}).get("held_to_cap"):
+        failures.append(f"{held} CRLF-trickling connections outlived the keep-alive timeout")
     if not result.healthy_after:
         failures.append("/health did not answer 200 after the run")
     return failures

@@ -36,6 +36,7 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 ABORT_CONNECTION = "facellm.abort_connection"  # scope key: drop the connection, unsent data too
 PROBE_PATHS = frozenset({b"/health", b"/ready"})  # answered past the connection cap
 MAX_TRAILERS = 32  # trailer lines a chunked body may end with; real clients send none or one
+LINGER_S = 1.0  # after refusing a client mid-body: read and drop its bytes this long, then close
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -49,6 +50,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_clock: asyncio.TimerHandle | None = None
         self._idle_until: float | None = None  # set while kept alive between requests
         self._after_head = self._body_bytes = self._trailers = 0
+        self._lingering = False
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -56,8 +58,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # refused: its bytes are dropped until the close
         idle_until = self._idle_until
-        in_head = self._in_head
         super().data_received(data)  # any bytes cancel uvicorn's keep-alive timer
         if self.transport.is_closing():
             return
@@ -67,10 +70,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(431, "Request line and headers exceed the size limit.")
-        elif not in_head:  # body, chunk framing or trailers of a request under way
+        else:  # body, chunk framing or trailers of a request under way (with its head, if
+            # both came in this read: the head's size is taken off again below)
             self._after_head += len(data)
-            if self._after_head - self._body_bytes > self.max_header_bytes + self._body_bytes:
-                self._refuse(431, "Chunk framing and trailers exceed the size limit.")
+            framing = self._after_head - self._head_size - self._body_bytes
+            if framing > self.max_header_bytes + self._body_bytes:
+                self._refuse(431, "Chunk framing and trailers exceed the size limit.", linger=True)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -110,8 +115,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _on_trailer(self) -> None:
         self._trailers += 1
-        if self._trailers > MAX_TRAILERS and not self.transport.is_closing():
-            self._refuse(431, f"A chunked body may end with at most {MAX_TRAILERS} trailers.")
+        if (
+            self._trailers > MAX_TRAILERS
+            and not self._lingering
+            and not self.transport.is_closing()
+        ):
+            message = f"A chunked body may end with at most {MAX_TRAILERS} trailers."
+            self._refuse(431, message, linger=True)
 
     def on_headers_complete(self) -> None:
         """A head that arrived whole in one read is measured here, exactly."""
@@ -143,9 +153,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             self._refuse(408, "The request headers did not arrive in time.")
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, linger: bool = False) -> None:
         """An OpenAI-style error, then close: the rest of this connection cannot be trusted.
-        Once the app has begun its response, only the close: the error would corrupt it."""
+        Once the app has begun its response, only the close: the error would corrupt it.
+        `linger`: the client is still sending (a body); closing at once would answer its next
+        bytes with a reset that can destroy the error before it is read, so the error is
+        followed by a FIN and the client's bytes are dropped for `LINGER_S`, then the close."""
         code = "headers_too_large" if status == 431 else "header_timeout"
         body = json.dumps(error_body(message, "invalid_request_error", code)).encode()
         head = (
@@ -158,7 +171,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and not cycle.response_complete:
             cycle.response_complete = True  # the app's own response goes nowhere now
             cycle.disconnected = True
+            cycle.message_event.set()  # a receive() waiting for the body sees the disconnect
         self._in_head = False
+        if linger and self.transport.can_write_eof():
+            self._lingering = True
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+            return
         self.transport.close()
 
 

@@ -65,14 +65,3 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
 
 
 TRUE_ASTRONAUT_FACE = (177, 66, 95, 95)
-
-
-def scan_bomb(side: int = 4096, repeats: int = 1000) -> bytes:
-    """A grey progressive JPEG whose last scan (an AC refinement) is repeated `repeats` times:
-    small, valid enough for libjpeg (it only warns), and each repeat a full pass to decode."""
-    buf = io.BytesIO()
-    Image.new("L", (side, side), 128).save(buf, format="JPEG", progressive=True, quality=90)
-    jpeg = buf.getvalue()
-    last_scan = jpeg.rindex(b"\xff\xda")
-    end = jpeg.rindex(b"\xff\xd9")
-    return jpeg[:end] + jpeg[last_scan:end] * repeats + jpeg[end:]

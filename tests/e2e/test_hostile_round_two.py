@@ -21,9 +21,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from loadtests.images import scan_bomb
 from server.metrics import SCRAPE_CACHE_S
 from tests.conftest import ServerProcess, start_server
-from tests.images import astronaut, cat, data_url, image_message, scan_bomb, two_faces
+from tests.images import astronaut, cat, data_url, image_message, two_faces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 

@@ -11,10 +11,11 @@ from functools import cache
 import pytest
 from PIL import Image
 
+from loadtests.images import scan_bomb
 from server.errors import InvalidRequest
 from server.media.decode import FULL_SIZE, DecodeStopped, decode_image_bytes, finish, open_image
 from server.media.jpeg import count_scans
-from tests.images import astronaut, scan_bomb
+from tests.images import astronaut
 from tests.server.media.helpers import encode, expect, policy
 
 
