@@ -36,7 +36,9 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 ABORT_CONNECTION = "facellm.abort_connection"  # scope key: drop the connection, unsent data too
 PROBE_PATHS = frozenset({b"/health", b"/ready"})  # answered past the connection cap
 MAX_TRAILERS = 32  # trailer lines a chunked body may end with; real clients send none or one
-LINGER_S = 1.0  # after refusing a client mid-body: read and drop its bytes this long, then close
+LINGER_S = (
+    1.0  # after refusing a client mid-body: the error is out, the close comes this much later
+)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -158,7 +160,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         Once the app has begun its response, only the close: the error would corrupt it.
         `linger`: the client is still sending (a body); closing at once would answer its next
         bytes with a reset that can destroy the error before it is read, so the error is
-        followed by a FIN and the client's bytes are dropped for `LINGER_S`, then the close."""
+        followed by a FIN, and the close comes `LINGER_S` later."""
         code = "headers_too_large" if status == 431 else "header_timeout"
         body = json.dumps(error_body(message, "invalid_request_error", code)).encode()
         head = (
@@ -176,6 +178,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if linger and self.transport.can_write_eof():
             self._lingering = True
             self.transport.write_eof()
+            # Not reading meanwhile: a flooding client would keep the loop busy dropping bytes.
+            # Its sends block instead, and it has the error to read.
+            self.transport.pause_reading()
             self.loop.call_later(LINGER_S, self.transport.close)
             return
         self.transport.close()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, gauge, start_server
 from tests.images import cat, data_url, image_message
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
@@ -88,13 +88,6 @@ def connection_dropped(sock: socket.socket) -> bool:
     except TimeoutError:
         return False
     return False
-
-
-def gauge(server: ServerProcess, name: str) -> float:
-    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert match, name
-    return float(match.group(1))
 
 
 def good_chat(server: ServerProcess) -> httpx.Response:

@@ -23,8 +23,9 @@ from PIL import Image
 
 from loadtests.images import scan_bomb
 from server.metrics import SCRAPE_CACHE_S
-from tests.conftest import ServerProcess, start_server
+from tests.conftest import ServerProcess, gauge, start_server
 from tests.images import astronaut, cat, data_url, image_message, two_faces
+from tests.raw_http import closed_within, read_response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
@@ -61,53 +62,6 @@ def connect(server: ServerProcess) -> socket.socket:
     return sock
 
 
-def read_head(sock: socket.socket) -> tuple[int, bytes]:
-    """The status and head (and whatever body came with it) of the next response."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed before a response: {data[:200]!r}"
-        data += chunk
-    match = re.match(rb"HTTP/1\.1 (\d{3})", data)
-    assert match, data[:200]
-    return int(match.group(1)), data
-
-
-def read_response(sock: socket.socket) -> int:
-    status, data = read_head(sock)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
-    while len(body) < length:
-        body += sock.recv(65536)
-    return status
-
-
-def closed_after(sock: socket.socket, limit_s: float, trickle: bytes = b"") -> float | None:
-    """Seconds until the server closes `sock` while `trickle` goes out every 0.5 s."""
-    start = time.monotonic()
-    sock.settimeout(0.5)
-    while time.monotonic() - start < limit_s:
-        try:
-            if sock.recv(65536) == b"":
-                return time.monotonic() - start
-        except TimeoutError:
-            pass
-        except ConnectionResetError:
-            return time.monotonic() - start
-        try:
-            sock.sendall(trickle)
-        except (BrokenPipeError, ConnectionResetError):
-            return time.monotonic() - start
-    return None
-
-
-def metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert match, name
-    return float(match.group(1))
-
-
 def rss_mb(server: ServerProcess) -> float:
     status = open(f"/proc/{server.proc.pid}/status").read()  # noqa: SIM115
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -127,8 +81,8 @@ def models_request() -> bytes:
 def test_a_crlf_trickle_is_closed_within_the_keep_alive_timeout(server: ServerProcess) -> None:
     with connect(server) as sock:
         sock.sendall(models_request())
-        assert read_response(sock) == 200
-        took = closed_after(sock, KEEP_ALIVE_S + 5, trickle=b"\r\n")
+        assert read_response(sock)[0] == 200
+        took = closed_within(sock, KEEP_ALIVE_S + 5, trickle=b"\r\n")
     assert took is not None, "a CRLF trickle kept the connection open"
     print(f"CRLF trickle closed after {took:.2f} s (keep-alive {KEEP_ALIVE_S} s)")
     assert took <= KEEP_ALIVE_S + 1
@@ -170,9 +124,9 @@ def test_a_trailer_flood_ends_in_4xx_and_a_close_with_little_memory(
             for _ in range(20_000):  # ≤ 150 MB, as the issue's flood; refused long before
                 sock.sendall(b"ab:cd\r\n" * 1024)
                 sent += 7 * 1024
-        status, _ = read_head(sock)
+        status, _ = read_response(sock)
         assert 400 <= status < 500
-        assert closed_after(sock, 5) is not None
+        assert closed_within(sock, 5) is not None
     grown = rss_mb(server) - before
     print(f"trailer flood: {sent / MiB:.1f} MB sent before the close, RSS grew {grown:.1f} MB")
     assert grown <= 100
@@ -215,7 +169,7 @@ def test_the_pixel_budget_returns_to_zero_after_a_first_image_fails(
     assert r.status_code == 400
     start = time.monotonic()
     # Within 1 s, as /metrics shows it: its values may be SCRAPE_CACHE_S old.
-    while metric(server, "facellm_image_pixels_reserved") != 0:
+    while gauge(server, "facellm_image_pixels_reserved") != 0:
         assert time.monotonic() - start < 1.0 + SCRAPE_CACHE_S, "decodes outlived their request"
         time.sleep(0.05)
 
@@ -240,11 +194,11 @@ def test_a_faces_request_past_its_deadline_gets_one_504_and_leaves_no_engine_req
         for i in range(pieces):
             sock.sendall(body[i * step : (i + 1) * step])
             time.sleep((TIMEOUT_S - 0.3) / pieces)
-        status, data = read_head(sock)
+        status, data = read_response(sock)
     assert status == 504, data[:300]
     assert b"request_timeout" in data
     start = time.monotonic()
-    while metric(server, r"vllm:num_requests_running\{[^}]*\}") != 0:
+    while gauge(server, r"vllm:num_requests_running\{[^}]*\}") != 0:
         assert time.monotonic() - start < 5, "an engine request stayed behind"
         time.sleep(0.1)
 
@@ -265,12 +219,12 @@ def test_with_the_work_budget_full_a_request_gets_429_before_any_decode(
     client = httpx.Client(base_url=server.base_url, headers=AUTH, timeout=60)
     with client, client.stream("POST", CHAT, json={**hog, "stream": True}) as held:
         assert held.status_code == 200  # its work is reserved until its last byte
-        decodes = metric(server, "facellm_image_decode_seconds_count")
+        decodes = gauge(server, "facellm_image_decode_seconds_count")
         body = {"messages": image_message(data_url(astronaut())), "max_tokens": 16}
         refused = client.post(CHAT, json=body)
         assert refused.status_code == 429, refused.text
         assert refused.headers["retry-after"] == "1"
-        assert metric(server, "facellm_image_decode_seconds_count") == decodes
+        assert gauge(server, "facellm_image_decode_seconds_count") == decodes
     start = time.monotonic()
     while (
         chat(server, {"messages": image_message(data_url(cat())), "max_tokens": 2}).status_code
@@ -290,7 +244,7 @@ def test_a_keyless_20_mb_upload_gets_401_before_its_body_is_sent(server: ServerP
     ).encode()
     with connect(server) as sock:
         sock.sendall(head)  # and not one byte of the body
-        status, data = read_head(sock)
+        status, data = read_response(sock)
         assert status == 401
         assert b'"authentication_error"' in data or b"API key" in data
-        assert closed_after(sock, 5) is not None
+        assert closed_within(sock, 5) is not None
