@@ -117,20 +117,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _on_trailer(self) -> None:
         self._trailers += 1
-        if (
-            self._trailers > MAX_TRAILERS
-            and not self._lingering
-            and not self.transport.is_closing()
-        ):
-            message = f"A chunked body may end with at most {MAX_TRAILERS} trailers."
-            self._refuse(431, message, linger=True)
+        if self._trailers > MAX_TRAILERS and not self.transport.is_closing():
+            if not self._lingering:
+                message = f"A chunked body may end with at most {MAX_TRAILERS} trailers."
+                self._refuse(431, message, linger=True)
+            raise _StopParsing  # stops the parser: the rest of this read is not worth parsing
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._lingering:  # else our own refusal stopped the parser, and it is out
+            super().send_400_response(msg)
 
     def on_headers_complete(self) -> None:
         """A head that arrived whole in one read is measured here, exactly."""
         self._stop_head_clock()
         if self._head_size > self.max_header_bytes:
             self._refuse(431, "Request line and headers exceed the size limit.")
-            raise _HeadRefused  # stops the parser; uvicorn's own 400 then finds the socket closed
+            raise _StopParsing  # stops the parser; uvicorn's own 400 then finds the socket closed
         self._in_head = False
         self.scope[ABORT_CONNECTION] = self.transport.abort  # type: ignore[literal-required]
         cap = self.limit_concurrency
@@ -186,7 +188,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-class _HeadRefused(Exception):
+class _StopParsing(Exception):
     pass
 
 
