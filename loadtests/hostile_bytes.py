@@ -65,8 +65,14 @@ async def trailer_flood(target: Target, cap_s: float) -> str:
         sent = 0
         while not answer.done() and sent < MAX_TRAILER_BYTES and time.monotonic() < deadline:
             writer.write(TRAILER_BLOCK)
-            await writer.drain()
             sent += len(TRAILER_BLOCK)
+            # A server that stopped reading blocks the drain: the answer must still be read.
+            drained = asyncio.ensure_future(writer.drain())
+            await asyncio.wait({drained, answer}, return_when=asyncio.FIRST_COMPLETED)
+            if not drained.done():
+                drained.cancel()
+            elif drained.exception() is not None:
+                raise drained.exception()  # type: ignore[misc]
         data = await asyncio.wait_for(answer, CONNECT_TIMEOUT_S)
         return status_of(data) or ("server_closed" if not data else "garbage")
     except (ConnectionResetError, BrokenPipeError):

@@ -53,6 +53,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_until: float | None = None  # set while kept alive between requests
         self._after_head = self._body_bytes = self._trailers = 0
         self._lingering = False
+        self._begun = 0  # requests begun on this connection
         self._start_head_clock()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -63,24 +64,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering:
             return  # refused: its bytes are dropped until the close
         idle_until = self._idle_until
+        begun = self._begun
         super().data_received(data)  # any bytes cancel uvicorn's keep-alive timer
         if self.transport.is_closing():
             return
         if self._idle_until is not None and idle_until is not None:
             self._keep_idle_deadline(idle_until)  # the bytes began no request
+        if self._begun != begun:
+            # A request began in this read, maybe after the end of others (pipelined): which of
+            # its bytes are the new one's is unknown, so the read is not counted. A head that
+            # came whole is measured exactly (`on_headers_complete`); the caps hold from the
+            # next read on.
+            return
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(431, "Request line and headers exceed the size limit.")
-        else:  # body, chunk framing or trailers of a request under way (with its head, if
-            # both came in this read: the head's size is taken off again below)
+        else:  # body, chunk framing or trailers of the request under way
             self._after_head += len(data)
-            framing = self._after_head - self._head_size - self._body_bytes
+            framing = self._after_head - self._body_bytes
             if framing > self.max_header_bytes + self._body_bytes:
                 self._refuse(431, "Chunk framing and trailers exceed the size limit.", linger=True)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._begun += 1
         self._head_bytes = self._head_size = 0
         self._idle_until = None
         self._after_head = self._body_bytes = self._trailers = 0
