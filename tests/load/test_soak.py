@@ -213,3 +213,12 @@ def test_soak_with_hostile_clients_meets_its_goals(soak: SoakResult) -> None:
     assert soak.fds_start is not None and soak.fds_end is not None, report
     # The goals, all at once, so one report says everything that failed.
     assert soak.failures == [], report
+
+
+def test_a_trailer_flood_may_end_in_the_close_but_never_held_or_answered() -> None:
+    closed = result(hostile={"trailer_flood": {"431": 9, "server_reset": 1}})
+    assert goal_failures(closed, Goals()) == []
+    held = result(hostile={"trailer_flood": {"431": 9, "held_to_cap": 1}})
+    assert goal_failures(held, Goals()) == [
+        "trailer_flood not refused with a 4xx: {'held_to_cap': 1}"
+    ]
