@@ -80,7 +80,7 @@ async def test_engine_calls_share_the_request_deadline() -> None:
 async def test_a_faces_request_past_its_deadline_gets_one_504_and_leaves_nothing_running(
     make_client: MakeClient,
 ) -> None:
-    engine = FakeEngine(step_delay_s=0.3)
+    engine = FakeEngine(step_delay_s=2.0)  # one step is past the deadline
     async with make_client(engine, request_timeout_s=0.5) as client:
         body = {"image": data_url(astronaut()), "confidence": True}
         r = await client.post(FACES, json=body)
