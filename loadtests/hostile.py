@@ -10,9 +10,12 @@ to a server, each bounded in count and in time.
   up to 4 MB (tcp_wmem), more than one answer can fill (≈ 2-3.5 MB for 1900 tokens with 20 top
   logprobs each), so a few such requests are pipelined on the connection.
 - `midstream_disconnect`: a streamed chat closed after a chunk or two; the engine must abort it.
-- Refusals (`oversized_body`, `oversized_chunked`, `too_many_pixels`, `too_many_images`): a body
-  over the cap (declared, and streamed without a length), an image over the pixel cap, too many
-  images. Each must get a 4xx, quickly.
+- Refusals (`oversized_body`, `oversized_chunked`, `too_many_pixels`, `too_many_images`,
+  `trailer_flood`, `scan_bomb`): a body over the cap (declared, and streamed without a length), an
+  image over the pixel cap, too many images, a chunked body that ends in endless trailers, a JPEG
+  of 1,000 repeated scans. Each must get a 4xx, quickly.
+- `crlf_trickle`: a kept-alive connection fed a bare CRLF every half second; the server must
+  close it at its keep-alive timeout (`loadtests/hostile_bytes.py`, with `trailer_flood`).
 
 Raw sockets where httpx cannot misbehave on purpose (stall a body, never read), httpx elsewhere.
 Outcomes are strings: an HTTP status (`"413"`), or what happened to the connection
@@ -37,14 +40,22 @@ from typing import Any
 import httpx
 
 from loadtests.image_burst import TransparentPngs
+from loadtests.images import scan_bomb
 
 CHAT_PATH = "/v1/chat/completions"
 CONNECT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 30.0  # for a refusal: it should come at once
 POLL_S = 1.0  # how often a never-reading client looks at its connection's TCP state
 MiB = 1024 * 1024
-REFUSAL_KINDS = ("oversized_body", "oversized_chunked", "too_many_pixels", "too_many_images")
-KINDS = ("stalled_upload", "never_read", "midstream_disconnect", *REFUSAL_KINDS)
+REFUSAL_KINDS = (
+    "oversized_body",
+    "oversized_chunked",
+    "too_many_pixels",
+    "too_many_images",
+    "trailer_flood",
+    "scan_bomb",
+)
+KINDS = ("stalled_upload", "never_read", "midstream_disconnect", "crlf_trickle", *REFUSAL_KINDS)
 
 Run = Callable[[float], Awaitable[str]]  # seconds it may take → outcome
 Attempt = Callable[[float], Awaitable[tuple[str, str]]]  # … → (kind, outcome)
@@ -67,6 +78,8 @@ class HostilePlan:
     never_read_rcvbuf: int = 4096
     midstream: int = 2
     midstream_chunks: int = 2
+    crlf_trickles: int = 2
+    crlf_cap_s: float = 30.0  # well past the keep-alive timeout (5 s by default)
     refusals: int = 1  # lanes cycling through REFUSAL_KINDS
     pause_s: float = 1.0  # between two attempts of one lane: a refused client must not spin
     max_attempts: int = 1000  # per lane
@@ -303,6 +316,7 @@ class Payloads:
     midstream: dict[str, Any]
     too_many_pixels: dict[str, Any]
     too_many_images: dict[str, Any]
+    scan_bomb: dict[str, Any]
 
     @classmethod
     def build(cls, plan: HostilePlan, images: list[str]) -> Payloads:
@@ -318,6 +332,9 @@ class Payloads:
             midstream=chat_body(images[1:2], plan.never_read_max_tokens, stream=True),
             too_many_pixels=chat_body([big]),
             too_many_images=chat_body(many),
+            scan_bomb=chat_body(
+                ["data:image/jpeg;base64," + base64.b64encode(scan_bomb()).decode()]
+            ),
         )
 
 
@@ -371,6 +388,12 @@ class _Refusals:
             outcome = await chunked_oversize(self.client, limit)
         elif self.kind == "too_many_pixels":
             outcome = await post_json(self.client, self.payloads.too_many_pixels)
+        elif self.kind == "trailer_flood":
+            from loadtests.hostile_bytes import trailer_flood  # it imports this module
+
+            outcome = await trailer_flood(self.target, ANSWER_TIMEOUT_S)
+        elif self.kind == "scan_bomb":
+            outcome = await post_json(self.client, self.payloads.scan_bomb)
         else:
             outcome = await post_json(self.client, self.payloads.too_many_images)
         return self.kind, outcome
@@ -417,9 +440,15 @@ def hostile_attempts(
         "midstream_disconnect",
         lambda _: midstream_disconnect(client, payloads.midstream, plan.midstream_chunks),
     )
+    from loadtests.hostile_bytes import crlf_trickle  # it imports this module
+
+    trickle = _Named(
+        "crlf_trickle", _clamped(lambda cap: crlf_trickle(target, cap), plan.crlf_cap_s)
+    )
     return [
         *([stalled] * plan.stalled_uploads),
         *([blocked] * plan.never_read),
         *([cut] * plan.midstream),
+        *([trickle] * plan.crlf_trickles),
         *(_Refusals(target, client, plan, payloads) for _ in range(plan.refusals)),
     ]

@@ -53,3 +53,14 @@ def jpeg_data_url(image: Image.Image, quality: int = 90) -> str:
 def face_data_urls(count: int, size: int = 256, start: int = 0) -> list[str]:
     """`count` distinct JPEG data URLs, variants `start` … `start + count - 1`."""
     return [jpeg_data_url(face_variant(i, size)) for i in range(start, start + count)]
+
+
+def scan_bomb(side: int = 4096, repeats: int = 1000) -> bytes:
+    """A grey progressive JPEG whose last scan (an AC refinement) is repeated `repeats` times:
+    small, valid enough for libjpeg (it only warns), and each repeat a full pass to decode."""
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buf, format="JPEG", progressive=True, quality=90)
+    jpeg = buf.getvalue()
+    last_scan = jpeg.rindex(b"\xff\xda")
+    end = jpeg.rindex(b"\xff\xd9")
+    return jpeg[:end] + jpeg[last_scan:end] * repeats + jpeg[end:]

@@ -74,6 +74,10 @@ class EngineArgsError(ValueError):
     """An engine argument vLLM does not have, or one the server sets itself."""
 
 
+class UnsafeEngineArg(EngineArgsError):
+    """An engine argument that runs code or carries a secret, refused unless allowed."""
+
+
 # The engine arguments `build_engine_args` sets from the config's own fields.
 FROM_CONFIG = frozenset(
     {
@@ -91,15 +95,32 @@ ENGINE_OWN: dict[str, str] = {
     "disable_log_stats": "/metrics and the backlog gauge read vLLM's stats",
     "scheduling_policy": "batch lines run at low priority: the policy is always `priority`",
 }
+# Ones that run code the weights or the config name, or carry a secret (which the chart would put
+# in a ConfigMap): refused unless the operator opts in.
+UNSAFE_ENGINE_ARGS: dict[str, str] = {
+    "trust_remote_code": "runs Python code shipped with the weights",
+    "code_revision": "picks the remote code trust_remote_code would run",
+    "hf_token": "is a secret: give it as the HF_TOKEN environment variable from a Secret",
+    "worker_cls": "is a class path: imports and runs code named in the config",
+    "worker_extension_cls": "is a class path: imports and runs code named in the config",
+    "scheduler_cls": "is a class path: imports and runs code named in the config",
+    "logits_processors": "are class paths: import and run code named in the config",
+    "distributed_executor_backend": "may name a class path to import",
+    "model_class_overrides": "are class paths: import and run code named in the config",
+    "io_processor_plugin": "names a plugin module to import",
+    "reasoning_parser_plugin": "names a plugin module to import",
+    "allowed_local_media_path": "lets prompts read local files",
+}
 
 
 def check_engine_args(
-    engine_args: Mapping[str, Any], managed: Mapping[str, str]
+    engine_args: Mapping[str, Any], managed: Mapping[str, str], allow_unsafe: bool = False
 ) -> Mapping[str, Any]:
     """`engine_args` keyed as AsyncEngineArgs names its fields (kebab-case read as snake_case),
     read-only. An EngineArgsError names the first that vLLM does not know (with the nearest it
-    does), or that the server sets itself: `managed` maps those to what to use instead (the
-    caller knows its settings' names), `ENGINE_OWN` says why the rest are the engine's."""
+    does), that the server sets itself (`managed` maps those to what to use instead: the caller
+    knows its settings' names; `ENGINE_OWN` says why the rest are the engine's), or that is
+    unsafe (UNSAFE_ENGINE_ARGS), unless `allow_unsafe`."""
     if not engine_args:
         return MappingProxyType({})  # nothing to check: spare the import
     refused = {**managed, **ENGINE_OWN}
@@ -110,6 +131,8 @@ def check_engine_args(
         if key in refused or key in FROM_CONFIG:
             why = refused.get(key, "a setting decides it")
             raise EngineArgsError(f"{name!r} is set by the server: {why}")
+        if key in UNSAFE_ENGINE_ARGS and not allow_unsafe:
+            raise UnsafeEngineArg(f"{name!r} is refused: it {UNSAFE_ENGINE_ARGS[key]}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -131,7 +154,9 @@ def build_engine_args(c: VLLMConfig) -> Any:
     from vllm.config import StructuredOutputsConfig
 
     # Checked again: a VLLMConfig may come from elsewhere than the server's settings.
-    extra = check_engine_args(c.engine_args, dict.fromkeys(c.passed_on, "a setting decides it"))
+    # The server's preflight already applied its safety policy (allow_unsafe there).
+    managed = dict.fromkeys(c.passed_on, "a setting decides it")
+    extra = check_engine_args(c.engine_args, managed, allow_unsafe=True)
     return AsyncEngineArgs(
         model=str(c.model_path),
         served_model_name=[c.served_model_name],

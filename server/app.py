@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
@@ -18,7 +18,7 @@ from model.detect import FaceDetector
 from model.detectors import make_detector
 from model.engine import Engine
 from server.admission import Admission
-from server.auth import APIKeyAuth, admin_keys, load_keys, metrics_keys
+from server.auth import admin_keys, load_keys, metrics_keys
 from server.batch.setup import start_batches
 from server.chat import ChatLimits, ChatService
 from server.config import Settings
@@ -27,7 +27,7 @@ from server.faces import FaceOptions, FacesService
 from server.group import Member
 from server.media import ImageLoader, MediaPolicy, PixelBudget, default_pixel_budget
 from server.metrics import Metrics
-from server.middleware import AdmissionGate, ClientClocks, RequestContext, RouteTable
+from server.middleware import Admit, ClientClocks, KeyGate, RequestContext, RouteTable
 from server.routes import (
     adapters,
     batches,
@@ -114,7 +114,9 @@ def create_app(settings: Settings, engine: Engine, member: Member | None = None)
     """Build the app over `engine`, started and stopped by the app's lifespan; `member`: one of
     several API processes over a shared engine core."""
     app_metrics = Metrics(engine.model_name)
-    admission = Admission(settings.max_concurrent_requests)
+    admission = Admission(
+        settings.max_concurrent_requests, work_budget=settings.admission_work_tokens
+    )
     app = FastAPI(
         title="FaceLLM Serve",
         version="0.1.0",
@@ -123,8 +125,8 @@ def create_app(settings: Settings, engine: Engine, member: Member | None = None)
         lifespan=lifespan(settings, engine, app_metrics, admission, member),
     )
     register_error_handlers(app)
-    include_routers(app, settings)
-    add_middleware(app, settings, app_metrics, admission, member)
+    open_paths = include_routers(app, settings, admission, app_metrics)
+    add_middleware(app, settings, app_metrics, member, open_paths)
     return app
 
 
@@ -185,40 +187,58 @@ def lifespan(
     return serving
 
 
-def include_routers(app: FastAPI, settings: Settings) -> None:
-    """The routes, each behind the keys it needs (the probes behind none)."""
-    user_keys = load_keys(settings)
-    auth = [Depends(APIKeyAuth(user_keys))]
-    for router in (chat.router, faces.router, models.router):
-        app.include_router(router, dependencies=auth)
+def include_routers(
+    app: FastAPI, settings: Settings, admission: Admission, app_metrics: Metrics
+) -> frozenset[str]:
+    """The routes, generation ones admitted; returns the paths open without a key (probes, API
+    docs, the playground: its API calls carry the key)."""
+    admitted = [Depends(Admit(admission, app_metrics, generation_paths()))]
+    for router in (chat.router, faces.router):
+        app.include_router(router, dependencies=admitted)
+    app.include_router(models.router)
     if settings.batch_enabled:
-        for router in (files.router, batches.router):
-            app.include_router(router, dependencies=auth)
+        app.include_router(files.router)
+        app.include_router(batches.router)
     if settings.allow_runtime_lora:  # Settings made sure an admin key is set
-        admin = APIKeyAuth(admin_keys(settings, user_keys))
-        app.include_router(adapters.router, dependencies=[Depends(admin)])
+        app.include_router(adapters.router)
     app.include_router(health.router)
-    if settings.playground:  # a static page: no key (its API calls carry one)
-        app.include_router(playground.build_router())
-    app.include_router(metrics.router, dependencies=[Depends(APIKeyAuth(metrics_keys(settings)))])
+    app.include_router(metrics.router)
+    docs = {app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url}
+    open_paths = set(paths_of(health.router)) | {path for path in docs if path}
+    if settings.playground:
+        page = playground.build_router()
+        app.include_router(page)
+        open_paths |= set(paths_of(page))
+    return frozenset(open_paths)
 
 
 def add_middleware(
     app: FastAPI,
     settings: Settings,
     app_metrics: Metrics,
-    admission: Admission,
     member: Member | None,
+    open_paths: frozenset[str],
 ) -> None:
-    """Admission inside, the request context (id, clocks, body cap, metrics) around it."""
-    routes = route_table(app)
-    app.add_middleware(AdmissionGate, admission=admission, metrics=app_metrics, routes=routes)
+    """Keys checked on the head, inside the request context (id, deadline, clocks, body cap,
+    metrics). Every path takes the API keys but the open ones and those with keys of their own
+    (metrics, admin): a new route is protected without having to remember it."""
+    user_keys = load_keys(settings)
+    if not user_keys:
+        log.warning(
+            "auth is off: no API key is set (FACELLM_API_KEYS or FACELLM_API_KEYS_FILE), so "
+            "anyone who reaches this port can use the model"
+        )
+    keys = {"/metrics": metrics_keys(settings)}
+    if settings.allow_runtime_lora:
+        keys |= dict.fromkeys(paths_of(adapters.router), admin_keys(settings, user_keys))
+    app.add_middleware(KeyGate, default=user_keys, keys=keys, open_paths=open_paths)
     clocks = ClientClocks(
         body_idle_s=settings.body_idle_timeout_s,
         body_total_s=settings.body_timeout_s,
         write_s=settings.write_timeout_s,
         response_s=settings.request_timeout_s,
     )
+    known = frozenset(route.path for route in app.routes if isinstance(route, Route))
     app.add_middleware(
         RequestContext,
         metrics=app_metrics,
@@ -226,22 +246,24 @@ def add_middleware(
         # Batch input files stream to storage under their own cap.
         body_caps={"/v1/files": settings.batch_max_file_bytes + UPLOAD_OVERHEAD},
         clocks=clocks,
-        routes=routes,
+        routes=RouteTable(known=known, generation=generation_paths()),
         process=None if member is None else member.index,
     )
 
 
-def route_table(app: FastAPI) -> RouteTable:
-    """The paths the app serves, from its routers; the generation ones are the POST routes of
-    chat and faces (they call `admit`)."""
-    generation = {
+def generation_paths() -> frozenset[str]:
+    """The routes that put work on the engine, and are admitted: the POST routes of chat and
+    faces."""
+    return frozenset(
         route.path
         for router in (chat.router, faces.router)
         for route in router.routes
         if isinstance(route, APIRoute) and "POST" in route.methods
-    }
-    known = {route.path for route in app.routes if isinstance(route, Route)}
-    return RouteTable(known=frozenset(known), generation=frozenset(generation))
+    )
+
+
+def paths_of(router: APIRouter) -> list[str]:
+    return [route.path for route in router.routes if isinstance(route, Route)]
 
 
 def engine_waiting(engine: Engine, member: Member | None) -> Callable[[], float]:

@@ -1,6 +1,7 @@
 """Optional API keys: `Authorization: Bearer <key>`, compared in constant time.
 
 Keys come from the `api_keys` setting and/or a mounted file (one per line), read once at start.
+They are checked on the request's head (`middleware.KeyGate`), before its body is read.
 Probes never need a key: the orchestrator must reach them. /metrics needs its own key only when
 `metrics_api_key` is set (Prometheus is given that one key, not a client's).
 """
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
-
-from fastapi import Request
 
 from server.config import ConfigError, Settings
 from server.errors import AuthenticationFailed
@@ -35,7 +34,7 @@ def load_keys(settings: Settings) -> tuple[bytes, ...]:
 
 
 def metrics_keys(settings: Settings) -> tuple[bytes, ...]:
-    """The key /metrics asks for, as `APIKeyAuth` takes keys: none when /metrics is open."""
+    """The key /metrics asks for: none when /metrics is open."""
     if settings.metrics_api_key is None:
         return ()
     return (settings.metrics_api_key.get_secret_value().strip().encode(),)
@@ -52,16 +51,16 @@ def admin_keys(settings: Settings, user_keys: tuple[bytes, ...]) -> tuple[bytes,
     return (key,)
 
 
-def bearer_matches(request: Request, keys: tuple[bytes, ...]) -> bool:
-    """Whether the request carries `Authorization: Bearer <one of keys>` (non-empty)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = token.strip().encode()
+def bearer_matches(header: bytes, keys: tuple[bytes, ...]) -> bool:
+    """Whether an Authorization header's value is `Bearer <one of keys>` (non-empty)."""
+    scheme, _, token = header.partition(b" ")
+    given = token.strip()
     # Compare against every key so the time taken says nothing about which one nearly matched.
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(given, key)
     # `given` non-empty: a second line of defence should an empty key ever be configured.
-    return scheme.lower() == "bearer" and bool(given) and matched
+    return scheme.lower() == b"bearer" and bool(given) and matched
 
 
 def refused() -> AuthenticationFailed:
@@ -69,14 +68,3 @@ def refused() -> AuthenticationFailed:
         "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
         headers={"WWW-Authenticate": "Bearer"},
     )
-
-
-class APIKeyAuth:
-    """A FastAPI dependency; with no keys configured every request passes."""
-
-    def __init__(self, keys: tuple[bytes, ...]) -> None:
-        self.keys = keys
-
-    async def __call__(self, request: Request) -> None:  # async: no thread-pool hand-off
-        if self.keys and not bearer_matches(request, self.keys):
-            raise refused()

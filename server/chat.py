@@ -65,14 +65,16 @@ class ChatService:
         high = tile_canvas(plan, None)
         self._needs = {"low": tile_canvas(plan, 1), "high": high, "original": high, "auto": auto}
 
-    async def prepare(
-        self, req: p.ChatCompletionRequest, image_log: list[dict[str, object]] | None = None
-    ) -> GenerationRequest:
+    def work(self, req: p.ChatCompletionRequest) -> int:
+        """The engine work the request may cost, for admission: choices × max tokens."""
+        return (req.n or 1) * self._max_tokens(req)
+
+    async def prepare(self, req: p.ChatCompletionRequest) -> GenerationRequest:
         """Validate what pydantic cannot, load images, and build the engine request."""
         adapter = resolve_model(req.model, self.engine)
         refuse_unsupported(req)
         sampling = self._sampling(req)  # cheap checks (caps on constraints) before any decode
-        messages = await self._messages(req.messages, image_log)
+        messages = await self._messages(req.messages)
         return GenerationRequest(
             request_id=f"chatcmpl-{uuid.uuid4().hex}",
             messages=messages,
@@ -80,9 +82,7 @@ class ChatService:
             adapter=adapter,
         )
 
-    async def _messages(
-        self, messages: list[p.Message], image_log: list[dict[str, object]] | None
-    ) -> tuple[ChatMessage, ...]:
+    async def _messages(self, messages: list[p.Message]) -> tuple[ChatMessage, ...]:
         lim = self.limits
         if len(messages) > lim.max_messages:
             raise InvalidRequest(
@@ -104,13 +104,18 @@ class ChatService:
                 param="messages",
                 code="too_many_images",
             )
-        decoded = await asyncio.gather(
-            *(
-                self.images.load(url.url, param, self._needs[url.detail or "auto"], log=image_log)
-                for param, url in images
-            )
-        )
-        by_url = iter(loaded.image for loaded in decoded)
+        # A task group, not gather: the first image that fails cancels the others' decodes.
+        try:
+            async with asyncio.TaskGroup() as group:
+                loads = [
+                    group.create_task(
+                        self.images.load(url.url, param, self._needs[url.detail or "auto"])
+                    )
+                    for param, url in images
+                ]
+        except* APIError as failures:
+            raise failures.exceptions[0] from None
+        by_url = iter(load.result().image for load in loads)
         return tuple(
             ChatMessage(
                 role=_ROLES[m.role],

@@ -109,6 +109,12 @@ class Settings(BaseSettings, FaceSettings, BatchSettings):
         '"fp8"}`. Checked at startup, before weights load: an unknown name, or one a setting '
         "here already decides (`max_model_len`…), stops the server (exit 1) naming it.",
     )
+    allow_unsafe_engine_args: bool = Field(
+        False,
+        description="Let engine_args set what runs code or carries a secret (`trust_remote_code`, "
+        "class and plugin paths such as `worker_cls` or `logits_processors`, `hf_token`): "
+        "refused by default, naming the argument.",
+    )
 
     # --- LoRA adapters -----------------------------------------------------------------------
     lora_adapters: dict[str, str] = Field(
@@ -217,6 +223,14 @@ class Settings(BaseSettings, FaceSettings, BatchSettings):
         description="Requests in flight or queued before new ones get 429 + Retry-After: refusing "
         "fast beats queueing past any client's timeout, and lets the load balancer go elsewhere.",
     )
+    admission_work_tokens: int | None = Field(
+        65_536,
+        ge=1,
+        description="Engine work all requests in flight may reserve, in sequences × output "
+        "tokens (a chat request: n × max_tokens; a faces request: faces × attributes × one "
+        "token); past it, 429 + Retry-After before any image is decoded. A request larger than "
+        "the whole budget runs alone. Unset (null): requests are only counted.",
+    )
     request_timeout_s: float = Field(
         120.0, gt=0, description="Deadline for one request, end to end; past it, 504 and abort."
     )
@@ -249,6 +263,19 @@ class Settings(BaseSettings, FaceSettings, BatchSettings):
         ge=4096,
         description="Largest image (width × height) read from its header before decoding "
         "(decompression bombs).",
+    )
+    max_jpeg_scans: int = Field(
+        64,
+        ge=1,
+        description="Most scans a JPEG may have, counted before decoding: each scan is a full "
+        "pass over the image, and a few hundred KB of repeated scans cost minutes of CPU. "
+        "Real progressive photos have about 10.",
+    )
+    image_decode_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="CPU time budget of one image decode (wall clock, checked between chunks "
+        "of input); past it the image is refused with 400 and its thread stops.",
     )
     image_pixel_budget: int | None = Field(
         None,

@@ -86,9 +86,7 @@ class FacesService:
     def schema(self) -> dict[str, object]:
         return attrs.json_schema(self.policy.enabled)
 
-    async def prepare(
-        self, req: p.FaceAnalysisRequest, image_log: list[dict[str, object]] | None = None
-    ) -> FaceJob:
+    async def prepare(self, req: p.FaceAnalysisRequest) -> FaceJob:
         """Validate, decode, detect and crop: everything before the engine, off the loop."""
         adapter = resolve_model(req.model, self.engine)
         try:
@@ -96,9 +94,7 @@ class FacesService:
         except attrs.AttributeNotServed as e:
             raise _not_served(e) from None
         thresholds = self._thresholds(req.min_confidence, names)
-        photo = await self.images.load(
-            req.image, "image", _FACE_PHOTO, raw_base64=True, log=image_log
-        )
+        photo = await self.images.load(req.image, "image", _FACE_PHOTO, raw_base64=True)
         max_faces = min(req.max_faces or self.options.max_faces, self.options.max_faces)
         boxes, views = await asyncio.to_thread(self._cut, photo, req.detect, max_faces)
         if not boxes:

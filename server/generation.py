@@ -1,7 +1,9 @@
 """Running one engine request on behalf of a caller: deadline, abort on exit, error mapping.
 
 Both services generate through `run_generation`, so every request gets the same deadline and the
-same translation of engine failures into the OpenAI error envelope.
+same translation of engine failures into the OpenAI error envelope. The deadline is the request's
+own (`server/context.py`), shared by all its engine calls, its image loading and its writes: a
+request of many engine calls cannot stretch it by taking a fresh timeout for each.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from model.engine import (
     InvalidGenerationRequest,
     UnknownAdapter,
 )
+from server.context import current_request
 from server.errors import InternalError, InvalidRequest, NotFound, Timeout, Unavailable, quoted
 from server.watchdog import EngineMonitor, ExitCode
 
@@ -60,9 +63,13 @@ async def run_generation(
     timeout_s: float | None = None,
 ) -> AsyncGenerator[GenerationChunk, None]:
     """Stream the engine's chunks; closing this iterator early aborts the engine request. The
-    `monitor` (the watchdog's) sees the engine's progress and can end the wait on a verdict."""
+    `monitor` (the watchdog's) sees the engine's progress and can end the wait on a verdict.
+    The deadline is the served request's; `timeout_s` from now only outside a request."""
     stream = engine.generate(request)
-    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+    scope = current_request()
+    deadline = scope.deadline if scope is not None else None
+    if deadline is None and timeout_s is not None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         while True:
             # Entered per chunk, not around the loop: a timeout is bound to one task, and a
@@ -77,6 +84,8 @@ async def run_generation(
         if monitor.verdict is not None:  # the watchdog ended the wait, not the deadline
             raise _engine_unavailable() from None
         await engine.abort(request.request_id)
+        if scope is not None and scope.deadline is not None:
+            raise scope.timed_out() from None
         raise Timeout(
             f"The request did not finish within {timeout_s:g} s.", code="request_timeout"
         ) from None

@@ -1,12 +1,16 @@
 """Pure-ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware).
 
 `RequestContext`: request id (accepted from `X-Request-Id` when well-formed, else generated, echoed
-back), an access-log line with sizes and timings (never bodies), per-route metrics, the body size
-cap, and the clocks a slow or hostile client runs into: an upload that stalls or drags gets 408,
-a client that stops reading its response is cut off (the engine request is aborted with it).
-`AdmissionGate`: the in-flight limit on generation routes. The route takes its slot (`admit`) only
-once the body has arrived and the key was checked, so stalled uploads and bad keys hold none; the
-gate gives it back after the last byte of the response, so the drain and the 429s see real load.
+back), the request's scope (`server/context.py`: its one deadline, admission ticket and image
+record), an access-log line with sizes and timings (never bodies), per-route metrics, the body
+size cap, and the clocks a slow or hostile client runs into: an upload that stalls or drags gets
+408, a client that stops reading its response is cut off (the engine request is aborted with it).
+It gives the request's admission back after the last byte of the response, so the drain and the
+429s see real load.
+`KeyGate`: the API-key check, on the request head: a client without a valid key gets 401 before
+the server reads any of its body.
+`Admit`: the admission dependency of the generation routers. It runs once the body has arrived
+and been validated, so stalled uploads and bad keys hold no slot.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.admission import Admission
+from server.admission import Admission, Ticket
+from server.auth import bearer_matches, refused
 from server.connections import ABORT_CONNECTION
+from server.context import RequestScope, bind, current_request, unbind
 from server.errors import APIError, PayloadTooLarge
 from server.logs import request_id_var
 from server.metrics import Metrics
@@ -50,9 +56,7 @@ class RouteTable:
 
 # A Content-Length this long is past any body cap; longer ones would also make int() raise.
 _MAX_LENGTH_DIGITS = 18
-_TICKET = "facellm.admission"
-_IMAGES = "facellm.images"  # the scope key under which a request's image record travels
-CLIENT_STOPPED = 499  # the scope key under which a generation request finds its slot
+CLIENT_STOPPED = 499  # nginx's "client closed request"
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class ClientClocks:
     body_idle_s: float
     body_total_s: float
     write_s: float
-    response_s: float  # generation responses end by then, writes included
+    response_s: float  # the one deadline of a generation request: reading to writing
 
 
 async def send_error(send: Send, error: APIError, extra_headers: list[tuple[bytes, bytes]]) -> None:
@@ -101,12 +105,13 @@ class RequestContext:
             return
         rid = _request_id(scope)
         token = request_id_var.set(rid)
-        images: list[dict[str, object]] = []
-        scope[_IMAGES] = images  # the routes hand it to the image loader (`image_log`)
+        generation = scope["path"] in self.routes.generation
+        request = self._scope(generation)
+        bound = bind(request)
         echo = [(b"x-request-id", rid.encode()), *self.headers]
         start = time.perf_counter()
-        seen: dict[str, Any] = {"status": 500, "received": 0, "sent": 0, "started": False}
-        clocks = _Clocks(self.clocks, scope["path"] in self.routes.generation)
+        seen: dict[str, Any] = {"received": 0, "sent": 0, "started": False}
+        clocks = _Clocks(self.clocks, request.deadline)
         cap = self.body_caps.get(scope["path"], self.max_body_bytes)
 
         async def capped_receive() -> Message:
@@ -119,7 +124,7 @@ class RequestContext:
 
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                seen["status"], seen["started"] = message["status"], True
+                request.status, seen["started"] = message["status"], True
                 message["headers"] = list(message.get("headers", [])) + echo
                 self._observe_latency(scope, start)
             elif message["type"] == "http.response.body":
@@ -134,119 +139,121 @@ class RequestContext:
             # The headers are out: nothing more can be said to this client. Drop the connection
             # (a close would wait to flush what the client never reads); counted and logged as
             # 499, nginx's "client closed request".
-            seen["status"] = CLIENT_STOPPED
+            request.status = CLIENT_STOPPED
             if (abort := scope.get(ABORT_CONNECTION)) is not None:
                 abort()
                 await asyncio.sleep(0)  # uvicorn sees the connection lost before we return
         except _BodyTooLarge:
             if seen["started"]:
                 raise
-            seen["status"] = 413
+            request.status = 413
             await send_error(
                 send,
                 PayloadTooLarge(f"Request body exceeds {cap} bytes.", code="body_too_large"),
                 echo,
             )
         finally:
-            self._log(scope, seen, start, images)
+            if request.ticket is not None:
+                request.ticket.give_back()  # after the last byte, however the route ended
+            self._log(scope, request, seen, start)
+            unbind(bound)
             request_id_var.reset(token)
+
+    def _scope(self, generation: bool) -> RequestScope:
+        """A generation request's one deadline starts now: reading, images, engine, writing."""
+        if not generation:
+            return RequestScope()
+        now = asyncio.get_running_loop().time()
+        return RequestScope(deadline=now + self.clocks.response_s, timeout_s=self.clocks.response_s)
 
     def _observe_latency(self, scope: Scope, start: float) -> None:
         self.metrics.http_latency.labels(self.routes.label(scope)).observe(
             time.perf_counter() - start
         )
 
-    def _log(
-        self, scope: Scope, seen: dict[str, Any], start: float, images: list[dict[str, object]]
-    ) -> None:
+    def _log(self, scope: Scope, request: RequestScope, seen: dict[str, Any], start: float) -> None:
         route = self.routes.label(scope)
-        self.metrics.http_requests.labels(route, scope["method"], str(seen["status"])).inc()
+        self.metrics.http_requests.labels(route, scope["method"], str(request.status)).inc()
         if route in ("/health", "/ready", "/metrics"):
             return  # probes and scrapes every few seconds would drown the log
         log.info(
             "%s %s %s",
             scope["method"],
             scope["path"],
-            seen["status"],
+            request.status,
             extra={
-                "status": seen["status"],
+                "status": request.status,
                 "bytes_in": seen["received"],
                 "bytes_out": seen["sent"],
                 "duration_ms": round((time.perf_counter() - start) * 1000, 1),
-                **({"images": images} if images else {}),
+                **({"images": request.images} if request.images else {}),
             },
         )
 
 
-class AdmissionGate:
+class KeyGate:
+    """API keys checked on the head, before any of the body is read; the connection is then
+    closed so the client does not send the body either. Every path takes `default` keys (no
+    keys: open) except the `open` ones (probes, API docs) and those `keys` names (admin,
+    metrics): a new route is protected without having to remember it."""
+
     def __init__(
-        self, app: ASGIApp, admission: Admission, metrics: Metrics, routes: RouteTable
+        self,
+        app: ASGIApp,
+        default: tuple[bytes, ...],
+        keys: dict[str, tuple[bytes, ...]],
+        open_paths: frozenset[str],
     ) -> None:
         self.app = app
-        self.admission = admission
-        self.metrics = metrics
-        self.routes = routes
+        self.default = default
+        self.keys = keys
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.routes.generation:
-            await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            keys = self.keys.get(scope["path"], self.default)
+            if keys and not bearer_matches(_header(scope, b"authorization"), keys):
+                await send_error(send, refused(), [(b"connection", b"close")])
+                return
+        await self.app(scope, receive, send)
+
+
+class Admit:
+    """The dependency the chat and faces routers carry: a generation request (their POST routes)
+    takes its admission slot, or is refused (429 at the limit, 503 when draining). The request's
+    scope holds the ticket, and `RequestContext` gives it back after the response."""
+
+    def __init__(self, admission: Admission, metrics: Metrics, generation: frozenset[str]) -> None:
+        self.admission = admission
+        self.metrics = metrics
+        self.generation = generation
+
+    async def __call__(self, request: Request) -> None:  # async: no thread-pool hand-off
+        scope = current_request()
+        if scope is None or request.scope["path"] not in self.generation:
             return
-        ticket = _Ticket(self.admission, self.metrics)
-        scope[_TICKET] = ticket
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            ticket.give_back()
+        if scope.ticket is None:
+            scope.ticket = Ticket(self.admission, self.metrics.admission_rejections.inc)
+        scope.ticket.take()
 
 
-def image_log(request: Request) -> list[dict[str, object]] | None:
-    """Where this request's images are recorded (digest, sizes, decode time — never bytes) for
-    its access-log line; `RequestContext` writes the line when the response is done."""
-    log: list[dict[str, object]] | None = request.scope.get(_IMAGES)
-    return log
-
-
-def admit(request: Request) -> None:
-    """Take this request's admission slot, or refuse it (429 at the limit, 503 when draining).
-    Generation routes call it first thing: FastAPI has read and validated the body and run the
-    key check by then."""
-    ticket: _Ticket = request.scope[_TICKET]
-    ticket.take()
-
-
-@dataclass
-class _Ticket:
-    admission: Admission
-    metrics: Metrics
-    held: bool = False
-
-    def take(self) -> None:
-        if self.held:
-            return
-        try:
-            self.admission.acquire()
-        except APIError as refused:
-            if refused.status == 429:
-                self.metrics.admission_rejections.inc()
-            raise
-        self.held = True
-
-    def give_back(self) -> None:
-        if self.held:
-            self.held = False
-            self.admission.release()
+def reserve_work(work: int) -> None:
+    """Reserve engine work (sequences × tokens) for the request being served, or 429."""
+    scope = current_request()
+    if scope is not None and scope.ticket is not None:
+        scope.ticket.reserve(work)
 
 
 class _Clocks:
     """The body and write deadlines of one request (see `ClientClocks`)."""
 
-    def __init__(self, clocks: ClientClocks, generation: bool) -> None:
+    def __init__(self, clocks: ClientClocks, deadline: float | None) -> None:
         now = asyncio.get_running_loop().time()
         self.clocks = clocks
-        self.body_deadline = now + clocks.body_total_s
+        self.body_deadline = min(now + clocks.body_total_s, deadline or float("inf"))
         self.body_done = False
-        # Generation responses: the engine's deadline, plus a grace for the last frames.
-        self.response_deadline = now + clocks.response_s + 5 if generation else None
+        # Generation responses: the request's deadline, plus a grace for the last frames.
+        self.response_deadline = None if deadline is None else deadline + 5
 
     async def receive(self, receive: Receive) -> Message:
         """While the body is arriving, each wait is bounded; after it, receive only waits for a
@@ -300,12 +307,15 @@ class _ClientStopped(Exception):
 
 
 def _request_id(scope: Scope) -> str:
+    candidate = _header(scope, b"x-request-id").decode("latin-1")
+    return candidate if REQUEST_ID.match(candidate) else uuid.uuid4().hex
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
     for key, value in scope["headers"]:
-        if key == b"x-request-id":
-            candidate: str = value.decode("latin-1")
-            if REQUEST_ID.match(candidate):
-                return candidate
-    return uuid.uuid4().hex
+        if key == name:
+            return bytes(value)
+    return b""
 
 
 def _declared_length(scope: Scope) -> int:

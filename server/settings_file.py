@@ -5,6 +5,7 @@ type of every setting that cannot work."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,20 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 def _did_you_mean(name: str, candidates: set[str]) -> str:
     close = difflib.get_close_matches(name, candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# FACELLM_ variables that are not server settings: the load tests' own (loadtests/locust).
+_OTHER_PREFIXES = ("FACELLM_LOAD_",)
+
+
+def check_environment(environ: Mapping[str, str], settings_cls: type[BaseSettings]) -> None:
+    """Refuse `FACELLM_*` variables that name no setting: a misspelt `FACELLM_API_KEYS` would
+    otherwise leave auth off without a word. The error names the nearest setting."""
+    known = {f"FACELLM_{name.upper()}" for name in settings_cls.model_fields}
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith("FACELLM_") or upper in known or upper.startswith(_OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"{variable} is not a setting{hint}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import NoReturn
@@ -17,13 +18,15 @@ from typing import NoReturn
 from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsError
 
-from model.vllm_args import EngineArgsError, check_engine_args
+from model.vllm_args import EngineArgsError, UnsafeEngineArg, check_engine_args
 from model.weights import WeightsNotFound
+from server.answers import CONFIDENCE_LOGPROBS
 from server.app import face_detector
 from server.auth import admin_keys, load_keys
 from server.config import ConfigError, Settings
 from server.engine_setup import settings_instead
 from server.logs import configure_logging
+from server.settings_file import check_environment
 from server.watchdog import ExitCode
 
 log = logging.getLogger("server.exit")
@@ -34,6 +37,7 @@ def load_settings() -> Settings:
     ends the process (exit 1) with one log line that names it: a traceback would only show where
     it was read. Unknown flags stay argparse's business (usage, exit 2)."""
     try:
+        check_environment(os.environ, Settings)
         return CliApp.run(Settings)
     except ValidationError as e:
         message = describe_errors(e)
@@ -77,9 +81,20 @@ def preflight(settings: Settings) -> None:
     model. A ConfigError names what is wrong."""
     admin_keys(settings, load_keys(settings))
     try:
-        check_engine_args(settings.engine_args, settings_instead())
+        args = check_engine_args(
+            settings.engine_args, settings_instead(), settings.allow_unsafe_engine_args
+        )
+    except UnsafeEngineArg as e:
+        hint = "allow it with allow_unsafe_engine_args (FACELLM_ALLOW_UNSAFE_ENGINE_ARGS=true)"
+        raise ConfigError(f"engine_args: {e}; {hint}") from e
     except EngineArgsError as e:
         raise ConfigError(f"engine_args: {e}") from e
+    max_logprobs = args.get("max_logprobs")
+    if isinstance(max_logprobs, int) and 0 <= max_logprobs < CONFIDENCE_LOGPROBS:
+        raise ConfigError(
+            f"engine_args: 'max_logprobs' is {max_logprobs}; confidences ask for "
+            f"{CONFIDENCE_LOGPROBS} (one per option): give at least that, or leave it unset"
+        )
     try:
         face_detector(settings)
     except (ValueError, OSError, RuntimeError) as e:

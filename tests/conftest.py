@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -178,6 +179,14 @@ def start_server(log_path: Path, **env_settings: str) -> ServerProcess:
         time.sleep(0.5)
     server.kill_tree()
     raise RuntimeError(f"server not ready in {SERVER_START_TIMEOUT_S} s:\n{server.logs()[-4000:]}")
+
+
+def gauge(server: ServerProcess, name: str) -> float:
+    """One value of the server's /metrics; `name` is a regex (labels included, when any)."""
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    assert match, name
+    return float(match.group(1))
 
 
 @pytest.fixture(scope="session")

@@ -16,11 +16,12 @@ START_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Serve `app` (lifespan included) until the block ends; yields its base URL."""
+def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """Serve `app` (lifespan included) until the block ends; yields its base URL. `config`:
+    more `uvicorn.Config` arguments (the HTTP protocol class, limits, timeouts)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -8,6 +8,13 @@ Decoding happens in two steps so the caller can reserve memory in between: `open
 header and plans the decode (cheap), `finish` decodes (CPU-bound). A JPEG decodes straight to a
 reduced size (libjpeg's DCT scaling: 1/2, 1/4, 1/8) when its use needs less; every other image is
 decoded whole and brought down to its need at once, so no full-size buffer outlives the decode.
+
+The decoder's CPU is bounded too: a JPEG's scans are counted before decoding (`jpeg.py`), and the
+decoder takes its input in small chunks from a reader that refuses to hand over more once the
+decode's time budget is spent or its request is gone, so a PNG decode stops within one chunk
+instead of running to the end on a thread nobody waits for. libjpeg does a progressive JPEG's
+work in the call that hands it the last bytes, and WebP decodes in one call: there the scan and
+pixel caps bound the work, and a decode past its budget is still refused when it returns.
 """
 
 from __future__ import annotations
@@ -16,14 +23,17 @@ import base64
 import binascii
 import io
 import struct
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from model.tiles import TilePlan
 from server.errors import InvalidRequest, PayloadTooLarge
+from server.media.jpeg import count_scans
 from server.media.policy import MediaPolicy, invalid, too_large, unsupported
 
 Size = tuple[int, int]
@@ -45,6 +55,9 @@ _UNSUPPORTED_MAGIC: tuple[tuple[int, bytes, str], ...] = (
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations that swap the axes
 _RESAMPLE = Image.Resampling.BICUBIC  # as the InternVL processor resizes
 _REDUCING_GAP = 3.0  # box-reduce first, then resample: fast, visually the same (Pillow docs)
+# Input handed to the decoder per call: the time budget and cancellation are checked between
+# calls. A 2 MB photo is ≈ 128 calls; a bomb's chunk holds at most a few hundred ms of work.
+DECODE_CHUNK_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,34 @@ def long_side(side: int) -> Need:
     return Need(size, exact=False)
 
 
+class DecodeStopped(Exception):
+    """The decode's request is gone: it stopped between two chunks of input."""
+
+
+class _DecodeTooSlow(Exception):
+    pass
+
+
+class _GuardedInput(io.BytesIO):
+    """The image's bytes as the decoder reads them: no more input past the deadline (set when
+    the decode starts) or once the request that wanted the image is gone."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.deadline = float("inf")
+        self.cancelled = threading.Event()
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self.check()
+        return super().read(size)
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise DecodeStopped()
+        if time.monotonic() > self.deadline:
+            raise _DecodeTooSlow()
+
+
 @dataclass
 class Planned:
     """An opened image whose decode is planned: `pixels` is what decoding it will allocate."""
@@ -83,10 +124,16 @@ class Planned:
     original: Size  # upright (EXIF-oriented) size of the full image
     need: Need
     swapped: bool  # EXIF orientation turns the image a quarter
+    time_budget_s: float
+    source: _GuardedInput  # what the decoder reads from
 
     @property
     def pixels(self) -> int:
         return self.image.width * self.image.height
+
+    def cancel(self) -> None:
+        """Stop the decode at its next chunk of input (from any thread)."""
+        self.source.cancelled.set()
 
 
 # --- bytes -----------------------------------------------------------------------------------
@@ -128,22 +175,36 @@ def open_image(data: bytes, policy: MediaPolicy, need: Need, param: str | None) 
     fmt = _sniff(data, param)
     if fmt == "WEBP" and (size := _webp_canvas_size(data)) is not None:
         _check_pixels(size, policy, param)  # libwebp allocates the canvas inside Image.open
+    if fmt == "JPEG" and count_scans(data, policy.max_jpeg_scans) > policy.max_jpeg_scans:
+        raise invalid(
+            f"JPEG has more than {policy.max_jpeg_scans} scans; real photos have about 10.",
+            param,
+            code="too_many_scans",
+        )
+    source = _GuardedInput(data)
     with _decoder_errors(param):
         # No `with`: closing would free the pixels, forcing a copy of every image we return.
-        im = Image.open(io.BytesIO(data), formats=[fmt])
+        im = Image.open(source, formats=[fmt])
         _check_pixels(im.size, policy, param)
         swapped = _orientation(im) in _TRANSPOSING_ORIENTATIONS
         original = _swap(im.size, swapped)
         if fmt == "JPEG":  # decodes at 1/2, 1/4 or 1/8 when that still covers the need
             im.draft(None, _swap(need.size(original), swapped))
-        return Planned(im, original, need, swapped)
+        if isinstance(im, ImageFile.ImageFile):
+            im.decodermaxblock = DECODE_CHUNK_BYTES
+        return Planned(im, original, need, swapped, policy.decode_timeout_s, source)
 
 
 def finish(planned: Planned, param: str | None = None) -> Image.Image:
-    """Decode, turn upright, flatten to RGB, and bring down to the target. CPU-bound (sync)."""
-    with _decoder_errors(param):
+    """Decode, turn upright, flatten to RGB, and bring down to the target. CPU-bound (sync).
+    Raises `DecodeStopped` when `planned.cancel()` was called."""
+    planned.source.deadline = time.monotonic() + planned.time_budget_s
+    with _decoder_errors(param, planned.time_budget_s):
         im = planned.image
         im.load()
+        # libjpeg does a progressive JPEG's work in its last call, which no read interrupts
+        # (the scan cap bounds it): its result is refused all the same past the budget.
+        planned.source.check()
         stored = im.size
         ImageOps.exif_transpose(im, in_place=True)
         original = planned.original
@@ -156,13 +217,19 @@ def finish(planned: Planned, param: str | None = None) -> Image.Image:
 
 
 @contextmanager
-def _decoder_errors(param: str | None) -> Iterator[None]:
+def _decoder_errors(param: str | None, budget_s: float = 0.0) -> Iterator[None]:
     """Any decoder failure on untrusted bytes is the caller's 400; bombs are 413."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise too_large("Image dimensions exceed the decoder's safety limit.", param) from None
-    except (InvalidRequest, PayloadTooLarge, MemoryError):
+    except _DecodeTooSlow:
+        raise invalid(
+            f"Image took longer than {budget_s:g} s to decode; send a plainer encoding.",
+            param,
+            code="image_decode_too_slow",
+        ) from None
+    except (InvalidRequest, PayloadTooLarge, MemoryError, DecodeStopped):
         raise
     except Exception as exc:
         raise invalid("Image could not be decoded (corrupt or truncated).", param) from exc

@@ -2,8 +2,11 @@
 
 Every image goes the same way: bytes (data URL, bare base64, or an allowed remote URL) → header
 checked and decode planned for the image's use (`Need`) → pixels reserved from the process-wide
-budget → decoded to that need → recorded for the access log as a digest with sizes, never as bytes,
-base64 or URL. Small images stay on the event loop; the rest decode in a worker thread.
+budget → decoded to that need → recorded for the access log (in the request's scope) as a digest
+with sizes, never as bytes, base64 or URL. Small images stay on the event loop; the rest decode
+in a worker thread. When the request ends first (another image failed, its deadline passed, its
+client left), a decode waiting for the budget never starts, and a running one stops at its next
+chunk of input and gives its pixels back.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import ParamSpec
 import httpx
 from PIL import Image
 
+from server.context import current_request
 from server.errors import Unavailable
 from server.media.budget import PixelBudget
 from server.media.decode import (
@@ -68,13 +72,16 @@ class ImageLoader:
         log: list[dict[str, object]] | None = None,
     ) -> LoadedImage:
         """A URL (`data:`, or http(s) when allowed) — or, with `raw_base64`, bare base64 too.
-        `log`: the request's image record for its access-log line (`middleware.image_log`)."""
+        The image is recorded for the request's access-log line in `log`, else in the scope of
+        the request being served (`server/context.py`)."""
         start = time.perf_counter()
         data = await self._bytes(source, param, raw_base64)
         planned = open_image(data, self.policy, need, param)
         image = await self._decode(planned, len(data), param)
         seconds = time.perf_counter() - start
         self.metrics.image_decode.observe(seconds)
+        if log is None and (scope := current_request()) is not None:
+            log = scope.images
         if log is not None:
             log.append(
                 {
@@ -107,8 +114,9 @@ class ImageLoader:
         return await fetch(source, self.policy, self.client, self.resolver, param)
 
     async def _decode(self, planned: Planned, encoded_bytes: int, param: str) -> Image.Image:
-        """Decode under a budget reservation that lasts exactly as long as the decode: if the
-        caller goes away mid-decode, the thread still finishes, and only then is it released."""
+        """Decode under a budget reservation that lasts exactly as long as the decode. If the
+        caller goes away mid-decode, the decode is told to stop (at its next chunk of input),
+        and the reservation is released when its thread is done."""
         try:
             amount = await self.budget.acquire(planned.pixels, self.wait_timeout_s)
         except TimeoutError:
@@ -130,7 +138,11 @@ class ImageLoader:
                 job.exception()  # retrieved here too, in case the caller stopped waiting
 
         job.add_done_callback(done)
-        return await asyncio.shield(job)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            planned.cancel()  # a queued decode then never starts; a running one stops soon
+            raise
 
 
 async def _maybe_in_thread(

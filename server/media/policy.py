@@ -25,6 +25,8 @@ class MediaPolicy:
     allow_remote_images: bool
     remote_image_domains: tuple[str, ...]
     remote_image_timeout_s: float
+    max_jpeg_scans: int = 64
+    decode_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         """Domains are normalised here so every policy, however built, compares the same way."""
@@ -40,6 +42,8 @@ class MediaPolicy:
             allow_remote_images=settings.allow_remote_images,
             remote_image_domains=tuple(settings.remote_image_domains),
             remote_image_timeout_s=settings.remote_image_timeout_s,
+            max_jpeg_scans=settings.max_jpeg_scans,
+            decode_timeout_s=settings.image_decode_timeout_s,
         )
 
 
@@ -63,8 +67,8 @@ def canonical_host(url: httpx.URL) -> str:
 # --- errors -----------------------------------------------------------------------------------
 
 
-def invalid(message: str, param: str | None) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_image")
+def invalid(message: str, param: str | None, code: str = "invalid_image") -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
 
 
 def unsupported(what: str, param: str | None) -> UnsupportedMediaType:

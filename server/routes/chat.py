@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from server.cancellation import ClosingStreamingResponse, unless_disconnected
+from server.context import request_deadline
 from server.errors import ERROR_RESPONSES
-from server.middleware import admit, image_log
+from server.middleware import reserve_work
 from server.protocol import ChatCompletion, ChatCompletionRequest
 from server.state import ChatDep, StateDep
 
@@ -22,10 +23,10 @@ router = APIRouter(tags=["chat"])
 async def create_chat_completion(
     body: ChatCompletionRequest, chat: ChatDep, state: StateDep, request: Request
 ) -> ChatCompletion | StreamingResponse:
-    admit(request)
+    reserve_work(chat.work(body))  # before any image is decoded
     # Prepared before any header goes out, so bad input still gets its 4xx status.
-    async with state.admission.preparing():
-        generation = await chat.prepare(body, image_log(request))
+    async with state.admission.preparing(), request_deadline():
+        generation = await unless_disconnected(request, chat.prepare(body))
     state.metrics.count_model("/v1/chat/completions", generation.adapter)
     if not body.stream:
         return await unless_disconnected(request, chat.complete(generation))

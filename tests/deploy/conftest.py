@@ -65,6 +65,15 @@ def helm_template(helm: Path, *set_args: str) -> str:
     return proc.stdout
 
 
+def helm_notes(helm: Path, *set_args: str) -> str:
+    """The release notes `helm install` would print (a client-side dry run: no cluster)."""
+    cmd = [str(helm), "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
+    for arg in set_args:
+        cmd += ["--set", arg]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout.partition("NOTES:")[2]
+
+
 @pytest.fixture(scope="session")
 def render(helm_bin: Path) -> Render:
     """Render the chart with `--set` arguments; manifests keyed by `Kind` (one of each here)."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.deploy.conftest import helm_notes
 
 pytestmark = pytest.mark.deploy
 
@@ -396,3 +399,49 @@ def test_api_processes_follow_the_cpu_request(
 ) -> None:
     data = render(*set_args)["ConfigMap"]["data"]
     assert data["FACELLM_API_PROCESSES"] == processes
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        (  # the 8B preset derives 6 API processes; runtime LoRA needs one
+            (
+                "model.preset=8B",
+                "server.runtimeLora.enabled=true",
+                "server.runtimeLora.existingSecret=adm",
+            ),
+            "server.runtimeLora.enabled needs one API process",
+        ),
+        (("server.engineArgs.trust_remote_code=true",), "server.engineArgs.trust_remote_code"),
+        (("server.engineArgs.worker_cls=evil.Worker",), "server.engineArgs.worker_cls"),
+        (("server.engineArgs.hf_token=hf_x",), "stored in a ConfigMap"),
+        (("server.engineArgs.max_logprobs=5",), "server.engineArgs.max_logprobs is 5"),
+    ],
+)
+def test_templates_refuse_what_the_server_would_refuse(
+    render_error: Callable[..., str], values: tuple[str, ...], why: str
+) -> None:
+    assert why in render_error(*values)
+
+
+def test_runtime_lora_with_one_api_process_and_allowed_unsafe_args_render(render: Render) -> None:
+    data = render(
+        "model.preset=8B",
+        "server.apiProcesses=1",
+        "server.runtimeLora.enabled=true",
+        "server.runtimeLora.existingSecret=adm",
+        "server.engineArgs.trust_remote_code=true",
+        "server.extraSettings.FACELLM_ALLOW_UNSAFE_ENGINE_ARGS=true",
+        "server.engineArgs.max_logprobs=20",
+    )["ConfigMap"]["data"]
+    assert data["FACELLM_API_PROCESSES"] == "1"
+    assert json.loads(data["FACELLM_ENGINE_ARGS"]) == {
+        "trust_remote_code": True,
+        "max_logprobs": 20,
+    }
+
+
+@pytest.mark.parametrize(("auth", "says"), [(True, "Auth:   on"), (False, "Auth:   OFF")])
+def test_notes_say_whether_auth_is_on(helm_bin: Path, auth: bool, says: str) -> None:
+    args = ["auth.enabled=true", "auth.existingSecret=keys"] if auth else []
+    assert says in helm_notes(helm_bin, *args)

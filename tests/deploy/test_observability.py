@@ -418,8 +418,8 @@ def test_keys_from_secrets_and_other_settings_still_pass(render: Render) -> None
         "extraEnv[0].name=FACELLM_API_KEYS",
         "extraEnv[0].valueFrom.secretKeyRef.name=keys",
         "extraEnv[0].valueFrom.secretKeyRef.key=json",
-        "extraEnv[1].name=FACELLM_LOG_FORMAT",
-        "extraEnv[1].value=json",
+        "extraEnv[1].name=FACELLM_LOG_LEVEL",
+        "extraEnv[1].value=debug",
         "server.extraSettings.FACELLM_API_KEYS_FILE=/etc/keys",  # a path, not a key
         "server.extraSettings.FACELLM_ENFORCE_EAGER=true",
     )

@@ -61,13 +61,34 @@ def test_engine_args_typo_exits_1_before_any_weights_or_engine(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
+    ("engine_args", "expected"),
+    [
+        ('{"trust_remote_code": true}', "'trust_remote_code' is refused"),
+        ('{"worker_cls": "evil.Worker"}', "'worker_cls' is refused"),
+        ('{"max_logprobs": 5}', "'max_logprobs' is 5"),
+    ],
+)
+def test_unsafe_engine_args_exit_1_naming_them(
+    tmp_path: Path, engine_args: str, expected: str
+) -> None:
+    code, output, _ = run_server(tmp_path, FACELLM_ENGINE_ARGS=engine_args)
+    assert code == 1, output
+    assert expected in last_log_message(output)
+    assert "Initializing a V1 LLM engine" not in output
+
+
+@pytest.mark.parametrize(
     ("env", "expected"),
     [
         ({"FACELLM_MAX_LORA_RANK": "4"}, "max_lora_rank must be one of"),
         ({"FACELLM_CONFIG": "{dir}/facellm.yaml"}, "unknown setting 'max_num_seq'"),
         ({"FACELLM_API_KEYS_FILE": "{dir}/keys"}, "holds no API key"),
+        (  # misspelt, it would leave auth off without a word
+            {"FACELLM_API_KEY": "k"},
+            "FACELLM_API_KEY is not a setting; did you mean FACELLM_API_KEYS?",
+        ),
     ],
-    ids=["environment", "file", "preflight"],
+    ids=["environment", "file", "preflight", "unknown-variable"],
 )
 def test_bad_setting_exits_1_with_one_line(
     tmp_path: Path, env: dict[str, str], expected: str

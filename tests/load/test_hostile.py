@@ -215,7 +215,7 @@ def test_payloads_break_the_limits_they_target() -> None:
 
 def test_attempts_per_kind_follow_the_plan() -> None:
     plan = HostilePlan(stalled_uploads=3, never_read=2, midstream=1, refusals=1)
-    payloads = Payloads(b"", {}, {}, {})
+    payloads = Payloads(b"", {}, {}, {}, {})
     client = httpx.AsyncClient()  # never used: the attempts are only built
     attempts = hostile.hostile_attempts(Target("127.0.0.1", 9), client, plan, payloads)
     kinds = [getattr(a, "kind", None) for a in attempts]

@@ -15,6 +15,7 @@ from model.vllm_args import (
     ENGINE_OWN,
     FROM_CONFIG,
     EngineArgsError,
+    UnsafeEngineArg,
     VLLMConfig,
     build_engine_args,
     check_engine_args,
@@ -127,3 +128,30 @@ def test_the_preflight_refuses_a_typo_before_resolving_weights(
     settings = Settings(model_cache_dir=tmp_path, engine_args={"kv_cache_dtyp": "fp8"})
     with pytest.raises(ConfigError, match=r"engine_args: 'kv_cache_dtyp'.*'kv_cache_dtype'"):
         preflight(settings)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["trust_remote_code", "trust-remote-code", "worker_cls", "logits_processors", "hf_token"],
+)
+def test_unsafe_arguments_are_refused_naming_them_unless_allowed(tmp_path: Path, key: str) -> None:
+    with pytest.raises(UnsafeEngineArg, match="refused") as excinfo:
+        check_engine_args({key: "x"}, {})
+    assert repr(key) in str(excinfo.value)
+    assert check_engine_args({key: "x"}, {}, allow_unsafe=True) == {key.replace("-", "_"): "x"}
+    settings = Settings(model_cache_dir=tmp_path, engine_args={key: "x"})
+    with pytest.raises(ConfigError, match="FACELLM_ALLOW_UNSAFE_ENGINE_ARGS"):
+        preflight(settings)
+
+
+@pytest.mark.parametrize(("value", "refused"), [(5, True), (9, True), (10, False), (-1, False)])
+def test_max_logprobs_below_what_confidences_need_is_refused(
+    tmp_path: Path, value: int, refused: bool
+) -> None:
+    settings = Settings(model_cache_dir=tmp_path, engine_args={"max_logprobs": value})
+    if not refused:
+        preflight(settings)
+        return
+    with pytest.raises(ConfigError, match="'max_logprobs' is") as excinfo:
+        preflight(settings)
+    assert "one per option" in str(excinfo.value)

@@ -149,3 +149,13 @@ def test_the_admin_key_may_not_be_a_key_from_the_keys_file(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match="differ from every API key"):
         preflight(settings)
+
+
+def test_auth_off_is_a_warning_at_startup(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="server.app"):
+        create_app(Settings(), FakeEngine())
+    assert any("auth is off" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="server.app"):
+        create_app(Settings(api_keys=[SecretStr("k")]), FakeEngine())
+    assert not any("auth is off" in r.getMessage() for r in caplog.records)

@@ -53,6 +53,11 @@ def load_settings_exit(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
         ({"FACELLM_PORT": "0"}, (), "port: Input should be greater than or equal to 1"),
         ({"FACELLM_ENGINE_ARGS": "{not json"}, (), '"engine_args"'),
         ({}, ("--config", "/nonexistent/facellm.yaml"), "/nonexistent/facellm.yaml: no such file"),
+        (  # a misspelt key variable would leave auth off
+            {"FACELLM_API_KEY": "k"},
+            (),
+            "FACELLM_API_KEY is not a setting; did you mean FACELLM_API_KEYS?",
+        ),
     ],
 )
 def test_bad_setting_exits_1_with_one_line(

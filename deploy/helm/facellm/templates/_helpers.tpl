@@ -163,3 +163,31 @@ Several replicas share batches only through PostgreSQL (batch.database.existingS
 true
 {{- end -}}
 {{- end }}
+
+{{/*
+Combinations the server refuses at startup, refused here instead of as a crash-looping pod:
+runtime LoRA with more than one API process (each would hold its own adapters), engine
+arguments that run code or carry a secret (hf_token never: it would sit in a ConfigMap), and a
+max_logprobs below the 10 confidences ask for (CONFIDENCE_LOGPROBS in server/answers.py).
+*/}}
+{{- define "facellm.checkServerSettings" -}}
+{{- $s := .Values.server -}}
+{{- $processes := include "facellm.apiProcesses" . | int -}}
+{{- if and $s.runtimeLora.enabled (gt $processes 1) -}}
+{{- fail (printf "server.runtimeLora.enabled needs one API process, and server.apiProcesses is %d (derived from the CPU request unless set): set server.apiProcesses=1" $processes) -}}
+{{- end -}}
+{{- $allowUnsafe := eq (toString (index $s.extraSettings "FACELLM_ALLOW_UNSAFE_ENGINE_ARGS" | default "false")) "true" -}}
+{{- $unsafe := list "trust_remote_code" "code_revision" "worker_cls" "worker_extension_cls" "scheduler_cls" "logits_processors" "distributed_executor_backend" "model_class_overrides" "io_processor_plugin" "reasoning_parser_plugin" "allowed_local_media_path" -}}
+{{- range $name, $value := $s.engineArgs -}}
+{{- $key := replace "-" "_" $name -}}
+{{- if eq $key "hf_token" -}}
+{{- fail (printf "server.engineArgs.%s: a secret would be stored in a ConfigMap; give HF_TOKEN from a Secret through extraEnv" $name) -}}
+{{- end -}}
+{{- if and (has $key $unsafe) (not $allowUnsafe) -}}
+{{- fail (printf "server.engineArgs.%s runs code named in the config; refused unless server.extraSettings.FACELLM_ALLOW_UNSAFE_ENGINE_ARGS=true" $name) -}}
+{{- end -}}
+{{- if and (eq $key "max_logprobs") (ge (int $value) 0) (lt (int $value) 10) -}}
+{{- fail (printf "server.engineArgs.%s is %v; confidences ask for 10 logprobs (one per option): give at least 10" $name $value) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
