@@ -59,6 +59,7 @@ render_and_validate "8B, engine args, LoRA adapters in the cache, runtime LoRA" 
     --set server.engineArgs.max_num_batched_tokens=8192 \
     --set server.loraAdapters.support=/models/adapters/support \
     --set server.maxLoraRank=64 --set server.runtimeLora.enabled=true \
+    --set server.apiProcesses=1 \
     --set server.runtimeLora.adminKey=change-me --set auth.enabled=true \
     --set 'auth.keys={change-me-too}'
 render_and_validate "8B by digest, pinned revision, NetworkPolicy, dashboard, rules, metrics key" \
