@@ -44,7 +44,8 @@ tools:  ## Test tools outside PyPI, from Debian: promtool, chromium (playground 
 	bash scripts/install_postgres.sh
 
 test: $(STAMP) tools lint typecheck check-deploy  ## Lint, type-check, deploy checks, the whole suite
-	$(BIN)/pytest -m "not deploy"
+	@# Two xdist workers: the engine tests in one, in order; the fast tests share the other core.
+	$(BIN)/pytest -m "not deploy" -n 2 --dist loadgroup --durations=15
 
 unit: $(STAMP)  ## Fast tests only (no engine, no server process)
 	$(BIN)/pytest -m "not engine and not e2e and not deploy and not load"

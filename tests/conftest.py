@@ -37,6 +37,39 @@ SERVER_START_TIMEOUT_S = 240
 PREFIX_BLOCK_TOKENS = 32  # the session server's KV block size
 
 
+# Marks of the tests that start or drive a real engine. Under `-n 2 --dist loadgroup` (make test)
+# they all run in one xdist worker, in order and one at a time, as their shared servers and
+# clocks expect; the fast tests share the other core.
+ENGINE_MARKS = frozenset({"engine", "e2e", "load"})
+ENGINE_GROUP = "engine"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """As each test is collected: xdist reads the groups in its own modifyitems hook."""
+    if ENGINE_MARKS.intersection(mark.name for mark in item.iter_markers()):
+        item.add_marker(pytest.mark.xdist_group(ENGINE_GROUP))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """xdist groups by a suffix on the node id, which pytest 9.2 no longer lets it set
+    (pytest-xdist issue 1386): engine tests would then run two at a time, servers colliding."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        grouped = item.get_closest_marker("xdist_group") is not None
+        if grouped and not item.nodeid.endswith(f"@{ENGINE_GROUP}"):
+            raise pytest.UsageError("xdist's loadgroup does not group on this pytest: pytest<9.2")
+
+
+def pytest_sessionfinish() -> None:
+    """schemathesis starts tests/server/test_protocol.py's app (lifespan, batch runner included)
+    as it loads the schema at collection, and ends it after each of that module's tests. When they
+    are deselected it would run on to interpreter exit, past the thread pool its runner needs."""
+    asgi = sys.modules.get("schemathesis.python.asgi")
+    if asgi is not None:
+        asgi.shutdown_lifespans()
+
+
 @pytest.fixture
 def fake_engine() -> FakeEngine:
     return FakeEngine()
@@ -139,6 +172,13 @@ class ServerProcess:
                 self.proc.wait(10)
         return self.proc.returncode
 
+    def stop_soon(self) -> None:
+        """SIGTERM now, waited for at the session's end: a clean stop takes ≈ 5 s, mostly vLLM's
+        worker and engine core exiting on their timers, which the next test need not wait for."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _STOPPING.append(self)
+
     def kill_tree(self) -> None:
         """SIGKILL the server and every process under it: vLLM's EngineCore and its workers
         outlive a parent killed outright."""
@@ -149,6 +189,18 @@ class ServerProcess:
         for process in family:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+_STOPPING: list[ServerProcess] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _servers_stopped_at_the_end() -> Iterator[None]:
+    """Waits for every server stopped with `stop_soon` (the first session fixture, so the last
+    torn down)."""
+    yield
+    for server in _STOPPING:
+        server.stop()
 
 
 def start_server(log_path: Path, **env_settings: str) -> ServerProcess:
@@ -200,31 +252,35 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         engine_args=json.dumps({"block_size": PREFIX_BLOCK_TOKENS}),
     )
     yield server
-    server.stop()
+    server.stop_soon()
 
 
-# The keyed server's API keys, and the LoRA adapter it serves.
+# The keyed server's API keys, its admin key, and the LoRA adapters it serves.
 KEYS = ("alice-key", "bob-key")
+ADMIN_KEY = "keyed-admin-key"
 KEYED_ADAPTER = "face-a"
+KEYED_ADAPTERS = {KEYED_ADAPTER: "demo-lora-1", "face-b": "demo-lora-2"}
 
 
 @pytest.fixture(scope="session")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One real server with API keys for the session, shared by the tests that need keys (the
-    Batch API's per-key ownership, the playground's key prompt). It serves a demo LoRA adapter
-    (for model lists to offer) and starts at most 20 batch lines a second, so a cancel lands
-    mid-batch."""
+    Batch API's per-key ownership, the playground's key prompt, LoRA's admin-only loads). It
+    serves two demo LoRA adapters, loads more at run time with the admin key, and starts at most
+    20 batch lines a second, so a cancel lands mid-batch."""
     tmp = tmp_path_factory.mktemp("keyed")
     server = start_server(
         tmp / "server.log",
         api_keys=json.dumps(list(KEYS)),
-        lora_adapters=json.dumps({KEYED_ADAPTER: "demo-lora-1"}),
+        admin_api_key=ADMIN_KEY,
+        lora_adapters=json.dumps(KEYED_ADAPTERS),
         max_lora_rank="8",
+        allow_runtime_lora="true",
         batch_dir=str(tmp / "batches"),
         batch_max_lines_per_s="20",
     )
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> float:

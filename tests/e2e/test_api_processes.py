@@ -30,9 +30,10 @@ def start_group(tmp_path: Path) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The module's server. The drain test ends it, so it runs after the tests that share it."""
     server = start_group(tmp_path_factory.mktemp("group"))
     yield server
-    server.stop()
+    server.kill_tree()
 
 
 def chat(base_url: str, max_tokens: int = 4, **extra: object) -> httpx.Response:
@@ -76,8 +77,8 @@ def test_both_serve_over_one_engine_core_and_metrics_count_them_all(
     assert len(re.findall(r"^vllm:num_requests_running\{", metrics, re.M)) == 1  # once
 
 
-def test_sigterm_drains_every_process(tmp_path: Path) -> None:
-    server = start_group(tmp_path)
+def test_sigterm_drains_every_process(group: ServerProcess) -> None:
+    server = group
     try:
         slow = {"max_tokens": 1800, "ignore_eos": True}  # ≈ 4 s each, on the demo model
         with ThreadPoolExecutor(6) as pool:

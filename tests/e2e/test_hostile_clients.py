@@ -38,7 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         max_header_bytes="8192",
     )
     yield proc
-    proc.stop()
+    proc.stop_soon()
 
 
 def port_of(server: ServerProcess) -> int:

@@ -19,6 +19,7 @@ import re
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -27,6 +28,9 @@ from PIL import Image
 
 from tests.conftest import ServerProcess, start_server
 from tests.images import astronaut, data_url, encode, image_message
+
+if TYPE_CHECKING:
+    from _pytest.mark import ParameterSet  # pytest.ParameterSet from pytest 9.2
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
@@ -60,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         max_image_pixels=str(MAX_PIXELS),
     )
     yield srv
-    srv.stop()
+    srv.stop_soon()
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +131,9 @@ SVG = b"<svg xmlns='http://www.w3.org/2000/svg'/>"
 BAD, BIG = "invalid_image", "image_too_large"
 FORMAT, URL = "unsupported_image_format", "image_url_not_allowed"
 ImageSource = str | Callable[[], str]
-Case = pytest.ParameterSet
 
 
-def image(id_: str, source: ImageSource, *codes: str) -> Case:
+def image(id_: str, source: ImageSource, *codes: str) -> ParameterSet:
     """A case: the image string (chat's image_url.url, faces' image) and the codes accepted."""
     return pytest.param(source, frozenset(codes), id=id_)
 
@@ -281,7 +284,7 @@ def parts(*content: dict[str, object]) -> dict[str, object]:
     return {"messages": [{"role": "user", "content": list(content)}]}
 
 
-def bad(id_: str, extra: dict[str, object], code: str, param: str | None = None) -> Case:
+def bad(id_: str, extra: dict[str, object], code: str, param: str | None = None) -> ParameterSet:
     """A case: what the body adds or overrides, the code expected, and the param if it names one."""
     return pytest.param(extra, code, param, id=id_)
 

@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         max_images_per_prompt="4",
     )
     yield proc
-    proc.stop()
+    proc.stop_soon()
 
 
 def connect(server: ServerProcess) -> socket.socket:

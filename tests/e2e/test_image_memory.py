@@ -7,9 +7,9 @@ and must be back within 500 MiB of its baseline 2 s afterwards; every request mu
 a clean refusal (4xx, 429, 503) in the OpenAI error envelope, never a 5xx or a dropped
 connection; and the server must still answer /health.
 
-The pixel limit is pinned at 25 MP so that every image is decoded (or deliberately shrunk)
-rather than refused by a lower default, and at least one request must be answered: refusing
-everything would pass the memory checks without serving anything.
+It runs on the session's server, whose pixel limit is the default, 25 MP, so that every image is
+decoded (or deliberately shrunk) rather than refused, and at least one request must be answered:
+refusing everything would pass the memory checks without serving anything.
 
 Measured (growth at the peak / after): before images were decoded to need, 8 × 4: +4.9 GiB /
 +24 MiB; with decode to need, the pixel budget and `server.memory.tune_malloc`, 32 × 4:
@@ -18,13 +18,12 @@ Measured (growth at the peak / after): before images were decoded to need, 8 × 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
 from loadtests.image_burst import BurstResult, run_burst
-from tests.conftest import start_server
+from server.config import Settings
+from tests.conftest import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
@@ -40,25 +39,23 @@ def _clean(status: str) -> bool:
 
 
 @pytest.fixture
-def burst(tmp_path: Path) -> tuple[BurstResult, int, bool]:
-    """The burst against a server of its own; then its /health status and whether it lives."""
-    server = start_server(tmp_path / "server.log", max_image_pixels=str(SIDE * SIDE))
-    try:
-        result = run_burst(
-            server.base_url,
-            requests=REQUESTS,
-            images=IMAGES,
-            side=SIDE,
-            pid=server.proc.pid,
-            timeout_s=180,
-        )
-        health = httpx.get(f"{server.base_url}/health", timeout=10).status_code
-        return result, health, server.proc.poll() is None
-    finally:
-        server.stop()
+def burst(real_server: ServerProcess) -> tuple[BurstResult, int, bool]:
+    """The burst against the session's server (its pixel limit is the default, 25 MP); then its
+    /health status and whether it lives."""
+    result = run_burst(
+        real_server.base_url,
+        requests=REQUESTS,
+        images=IMAGES,
+        side=SIDE,
+        pid=real_server.proc.pid,
+        timeout_s=180,
+    )
+    health = httpx.get(f"{real_server.base_url}/health", timeout=10).status_code
+    return result, health, real_server.proc.poll() is None
 
 
 def test_image_burst_memory(burst: tuple[BurstResult, int, bool]) -> None:
+    assert Settings.model_fields["max_image_pixels"].default == SIDE * SIDE  # every image decoded
     result, health, alive = burst
     report = result.summary()
     assert all(_clean(status) for status in result.statuses), report

@@ -1,45 +1,30 @@
 """LoRA fine-tunes on the real engine: the base model and two demo adapters served at once by
 one engine, each answering differently; faces through an adapter; runtime loads only with the
-admin key. One server of its own (LoRA sizes the engine's buffers at start)."""
+admin key. On the session's keyed server, which serves the two adapters."""
 
 from __future__ import annotations
 
-import json
+import re
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, start_server
+from server.metrics import SCRAPE_CACHE_S
+from tests.conftest import ADMIN_KEY, KEYED_ADAPTERS, KEYS, ServerProcess
 from tests.images import astronaut, data_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
 CHAT = "/v1/chat/completions"
-ADMIN, USER = "lora-admin-key", "lora-user-key"
-USER_AUTH = {"Authorization": f"Bearer {USER}"}
-ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
+USER_AUTH = {"Authorization": f"Bearer {KEYS[0]}"}
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("lora") / "server.log"
-    server = start_server(
-        log,
-        lora_adapters=json.dumps({"face-a": "demo-lora-1", "face-b": "demo-lora-2"}),
-        max_loras="2",
-        max_lora_rank="8",
-        allow_runtime_lora="true",
-        admin_api_key=ADMIN,
-        api_keys=json.dumps([USER]),
-    )
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(lora_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=lora_server.base_url, timeout=120, headers=USER_AUTH) as client:
+def http(keyed_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=keyed_server.base_url, timeout=120, headers=USER_AUTH) as client:
         yield client
 
 
@@ -57,20 +42,29 @@ def greedy(http: httpx.Client, model: str) -> str:
     return content
 
 
+def face_a_chats(http: httpx.Client) -> float:
+    """face-a's chat requests so far, by /metrics (the server is shared: counted as a change)."""
+    label = r'model="face-a",route="/v1/chat/completions"'
+    found = re.search(rf"^facellm_model_requests_total\{{{label}\}} (\S+)$", scrape(http), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def scrape(http: httpx.Client) -> str:
+    time.sleep(SCRAPE_CACHE_S + 0.1)
+    return http.get("/metrics").text
+
+
 def test_base_and_two_adapters_are_served_by_one_engine(http: httpx.Client) -> None:
     models = http.get("/v1/models").json()["data"]
-    assert [(m["id"], m["parent"]) for m in models] == [
+    assert [(m["id"], m["parent"]) for m in models][:3] == [
         ("demo", None),
-        ("face-a", "demo"),
-        ("face-b", "demo"),
+        *((name, "demo") for name in KEYED_ADAPTERS),
     ]
-    answers = {model: greedy(http, model) for model in ("demo", "face-a", "face-b")}
+    before = face_a_chats(http)
+    answers = {model: greedy(http, model) for model in ("demo", *KEYED_ADAPTERS)}
     assert len(set(answers.values())) == 3, answers
     assert greedy(http, "face-a") == answers["face-a"]  # greedy: the adapter, not chance
-    metrics = http.get("/metrics").text
-    assert 'facellm_model_requests_total{model="face-a",route="/v1/chat/completions"} 2.0' in (
-        metrics
-    )
+    assert face_a_chats(http) - before == 2
 
 
 def test_faces_through_an_adapter(http: httpx.Client) -> None:
@@ -98,3 +92,6 @@ def test_runtime_load_needs_the_admin_key(http: httpx.Client) -> None:
     r = http.post("/v1/load_lora_adapter", json=body, headers=ADMIN_AUTH)
     assert r.status_code == 200, r.text[:500]
     assert greedy(http, "face-c") == answer
+    # Unloaded, so the shared server's model list is what its settings say again.
+    r = http.post("/v1/unload_lora_adapter", json={"lora_name": "face-c"}, headers=ADMIN_AUTH)
+    assert r.status_code == 200, r.text[:500]

@@ -29,7 +29,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import KEYED_ADAPTER, KEYS, ServerProcess
+from tests.conftest import KEYED_ADAPTER, KEYED_ADAPTERS, KEYS, ServerProcess
 from tests.images import astronaut, cat, encode, two_faces
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
@@ -61,7 +61,7 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def auth_server(keyed_server: ServerProcess) -> ServerProcess:
-    """A server with keys, and an adapter for the page's model list to offer."""
+    """A server with keys, and adapters for the page's model list to offer."""
     return keyed_server
 
 
@@ -245,7 +245,9 @@ def test_with_auth_the_key_is_asked_then_used(
 
     page.fill("#api-key", KEY)
     page.press("#api-key", "Enter")
-    expect(page.locator("#model option")).to_have_count(2)  # the base model and the adapter
+    models = ["demo", *KEYED_ADAPTERS]  # the base model and the adapters
+    expect(page.locator("#model option")).to_have_count(len(models))
+    assert page.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == models
     page.select_option("#model", ADAPTER)
     page.uncheck("#confidence")  # not what this test is about: the plain answer is quicker
     tab.choose(photo)

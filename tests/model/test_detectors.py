@@ -79,7 +79,9 @@ def test_centerface_finds_no_face_on_a_cat(centerface: CenterFaceDetector) -> No
 
 
 @pytest.mark.parametrize(
-    "image", [astronaut(), cameraman(), rotated(astronaut(), 30), group_photo()], ids=str
+    "image",
+    [astronaut(), cameraman(), rotated(astronaut(), 30), group_photo()],
+    ids=["astronaut", "cameraman", "astronaut-tilted", "group"],
 )
 def test_landmarks_lie_inside_their_box_and_scores_are_probabilities(
     centerface: CenterFaceDetector, image: Image.Image

@@ -9,6 +9,7 @@ derandomised and bounded, so the run is repeatable and takes seconds.
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import httpx
@@ -50,8 +51,10 @@ CONFIG = schemathesis.Config.from_dict(
 
 # Loaded at collection, as `parametrize` needs the operations then (schemathesis's fixture-based
 # loader does not work with pytest 9); schemathesis runs this app's lifespan around its calls.
+# Its cache and batch store in a directory of its own, not the user's ~/.cache/facellm.
+CACHE = tempfile.TemporaryDirectory(prefix="facellm-protocol-")
 schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", create_app(Settings(), FakeEngine()), config=CONFIG
+    "/openapi.json", create_app(Settings(model_cache_dir=CACHE.name), FakeEngine()), config=CONFIG
 )
 
 
