@@ -127,7 +127,7 @@ def test_a_threshold_above_every_score_finds_nothing() -> None:
 
 
 def test_centerface_is_safe_from_worker_threads(centerface: CenterFaceDetector) -> None:
-    """Each input shape has its own network and lock; several at once give the same boxes."""
+    """One onnxruntime session, no lock: calls at once, of several shapes, give the same boxes."""
     images = [astronaut(), cameraman(), group_photo(), astronaut().resize((300, 200))] * 3
     expected = [centerface.detect(image, max_faces=8) for image in images]
     with ThreadPoolExecutor(max_workers=4) as pool:
