@@ -99,6 +99,11 @@ def to_box(
     return Box(left, top, right - left, bottom - top, float(score), points)
 
 
+def _stride_multiple(pixels: int) -> int:
+    """`pixels` rounded up to a multiple of 32, CenterFace's coarsest stride."""
+    return -(-pixels // 32) * 32
+
+
 def _clip(value: float, bound: int) -> float:
     return min(max(value, 0.0), float(bound))
 
@@ -124,8 +129,8 @@ class CenterFaceDetector:
             raise FileNotFoundError(f"CenterFace model file not found: {model_path}")
         self._threshold = score_threshold
         self._nms = nms_threshold
-        long = -(-side // 32) * 32
-        self._canvas = (long, -(-long * 3 // 4 // 32) * 32)  # landscape (width, height)
+        long = _stride_multiple(side)
+        self._canvas = (long, _stride_multiple(long * 3 // 4))  # landscape (width, height)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # concurrent photos take a core each, not both
         options.inter_op_num_threads = 1
@@ -144,7 +149,7 @@ class CenterFaceDetector:
         canvas = self._canvas[::-1] if image.width < image.height else self._canvas
         array, scale = fitted_copy(image, canvas)
         height, width = array.shape[:2]
-        padded = np.zeros((-(-height // 32) * 32, -(-width // 32) * 32, 3), dtype=np.uint8)
+        padded = np.zeros((_stride_multiple(height), _stride_multiple(width), 3), np.uint8)
         padded[:height, :width] = array
         rects, scores, points = self._decode(*self._forward(padded))
         keep = cv2.dnn.NMSBoxes(rects.tolist(), scores.tolist(), self._threshold, self._nms)
